@@ -1,0 +1,269 @@
+"""Compile, cache and load CuTe DSL kernels.
+
+A kernel is a frozen dataclass of static configuration (see ``cute_kernels.kernels``). Its
+``CompileKey`` is that configuration plus the target arch; the on-disk entry name also hashes the
+DSL version and a fingerprint of the kernel sources, so a stale artifact can never be loaded.
+
+Lookup: in-process dict -> disk cache -> compile. Disk entries are an object file exported
+through TVM-FFI plus a JSON sidecar holding its sha256; both are written to temporary names and
+renamed into place, and a reader loads the object only after its hash matches the sidecar, so a
+truncated, corrupted or half-written entry is a miss (removed and rebuilt), never a crash.
+Compiles of one key are serialised across processes with a file lock, and the lock holder
+re-checks the disk first: N processes racing on one key compile it once. An unwritable cache
+directory degrades to memory-only with one warning.
+
+This module knows kernels by their compile key only; it never sees a torch tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import filelock
+
+CACHE_ENV = "CUTE_KERNELS_CACHE_DIR"
+_KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+_FUNCTION_NAME = "cute_kernel"  # the symbol every exported object carries
+
+
+def dsl_version() -> str:
+    try:
+        return importlib.metadata.version("nvidia-cutlass-dsl")
+    except importlib.metadata.PackageNotFoundError:
+        import cutlass
+
+        return cutlass.__version__
+
+
+@functools.lru_cache(maxsize=None)
+def source_fingerprint() -> str:
+    """Hash of every kernel source file, this file, and the DSL / TVM-FFI versions."""
+    h = hashlib.sha256()
+    for path in sorted(_KERNEL_DIR.glob("*.py")) + [Path(__file__).resolve()]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    h.update(f"dsl={dsl_version()}".encode())
+    try:
+        h.update(f"tvm_ffi={importlib.metadata.version('apache-tvm-ffi')}".encode())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileKey:
+    kernel: str  # the kernel class, e.g. "topk_pack.TopkPack"
+    config: tuple  # ((field, value), ...) of the kernel dataclass
+    arch: str  # "sm_90a", "sm_100a"
+
+    @classmethod
+    def of(cls, kernel, arch: str) -> "CompileKey":
+        module = type(kernel).__module__.rsplit(".", 1)[-1]
+        config = tuple((f.name, getattr(kernel, f.name)) for f in dataclasses.fields(kernel))
+        return cls(f"{module}.{type(kernel).__qualname__}", config, arch)
+
+    def digest(self) -> str:
+        text = repr((self.kernel, self.config, self.arch, dsl_version(), source_fingerprint()))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def describe(self) -> str:
+        cfg = ",".join(f"{k}={v}" for k, v in self.config)
+        return f"{self.kernel}[{cfg}]@{self.arch}"
+
+
+def arch_of_capability(major: int, minor: int) -> str:
+    """The arch-specific target (wgmma, setmaxnreg, TMA multicast need the 'a' variants)."""
+    return f"sm_{major}{minor}a"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cute-kernels"
+
+
+@dataclasses.dataclass
+class Stats:
+    """Counters per process; ``events`` holds (describe, source, seconds) for each first use."""
+
+    memory_hits: int = 0
+    disk_loads: int = 0
+    compiles: int = 0
+    corrupt_entries: int = 0
+    events: list = dataclasses.field(default_factory=list)
+
+
+def compile_kernel(kernel, arch: str):
+    """Compile for an explicit target; works on a machine without a GPU."""
+    import cutlass.cute as cute
+
+    return cute.compile(kernel, *kernel.fake_args(), options=f"--enable-tvm-ffi --gpu-arch {arch}")
+
+
+def _load_object(path: Path):
+    import cutlass.cute as cute
+
+    module = cute.runtime.load_module(str(path), enable_tvm_ffi=True)
+    return getattr(module, _FUNCTION_NAME)
+
+
+class KernelCache:
+    def __init__(self, directory: Path | None = None):
+        self._explicit_dir = directory
+        self._memory: dict[tuple, object] = {}  # (kernel, arch): frozen dataclasses hash cheaply
+        self._lock = threading.Lock()  # cute.compile is not thread-safe
+        self._disk_ok: bool | None = None
+        self.stats = Stats()
+
+    @property
+    def directory(self) -> Path:
+        root = self._explicit_dir or default_cache_dir()
+        return root / f"dsl-{dsl_version()}-{source_fingerprint()}"
+
+    def get(self, kernel, arch: str):
+        """The compiled function for ``kernel`` on ``arch``: memory -> disk -> compile."""
+        fn = self.lookup_memory(kernel, arch)
+        if fn is not None:
+            return fn
+        with self._lock:
+            fn = self._memory.get((kernel, arch))
+            if fn is None:
+                fn = self._load_or_compile(kernel, CompileKey.of(kernel, arch))
+                self._memory[(kernel, arch)] = fn
+            return fn
+
+    def lookup_memory(self, kernel, arch: str):
+        """The compiled function if this process already holds it, else None (never loads)."""
+        fn = self._memory.get((kernel, arch))
+        if fn is not None:
+            self.stats.memory_hits += 1
+        return fn
+
+    def contains(self, kernel, arch: str) -> bool:
+        """True when ``get`` would not compile (it is in memory or a valid disk entry exists)."""
+        if (kernel, arch) in self._memory:
+            return True
+        key = CompileKey.of(kernel, arch)
+        obj, meta = self._paths(key)
+        return self._read_valid(obj, meta, key) is not None
+
+    def clear_memory(self) -> None:
+        self._memory.clear()
+
+    # -- disk -------------------------------------------------------------------------------
+    def _paths(self, key: CompileKey) -> tuple[Path, Path]:
+        base = self.directory / key.digest()
+        return base.with_suffix(".o"), base.with_suffix(".json")
+
+    def _disk_usable(self) -> bool:
+        if self._disk_ok is None:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                probe = self.directory / f".probe-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+                self._disk_ok = True
+            except OSError as e:
+                warnings.warn(
+                    f"cute-kernels: cache directory {self.directory} is not writable ({e}); "
+                    f"compiled kernels are kept in memory only (set {CACHE_ENV} to change it)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                self._disk_ok = False
+        return self._disk_ok
+
+    def _read_valid(self, obj: Path, meta: Path, key: CompileKey) -> bytes | None:
+        """The object's bytes if the entry is complete and its hash matches, else None."""
+        try:
+            info = json.loads(meta.read_text())
+            data = obj.read_bytes()
+        except (OSError, ValueError):
+            return None
+        if info.get("sha256") != hashlib.sha256(data).hexdigest() or info.get("key") != key.describe():
+            return None
+        return data
+
+    def _load_or_compile(self, kernel, key: CompileKey):
+        if not self._disk_usable():
+            return self._compile(kernel, key, None)
+        obj, meta = self._paths(key)
+        fn = self._try_load(obj, meta, key)
+        if fn is not None:
+            return fn
+        try:
+            lock = filelock.FileLock(str(obj) + ".lock", timeout=600)
+            with lock:
+                fn = self._try_load(obj, meta, key)  # another process may have just built it
+                return fn if fn is not None else self._compile(kernel, key, (obj, meta))
+        except OSError as e:  # the directory went read-only or full under us
+            warnings.warn(f"cute-kernels: cache write failed ({e}); continuing in memory", RuntimeWarning)
+            return self._compile(kernel, key, None)
+
+    def _try_load(self, obj: Path, meta: Path, key: CompileKey):
+        if not obj.exists() and not meta.exists():
+            return None
+        start = time.perf_counter()
+        data = self._read_valid(obj, meta, key)
+        if data is not None:
+            try:
+                fn = _load_object(obj)
+            except Exception:  # noqa: BLE001 - a foreign or damaged object is a miss
+                fn = None
+            if fn is not None:
+                self.stats.disk_loads += 1
+                self.stats.events.append((key.describe(), "disk", time.perf_counter() - start))
+                return fn
+        self.stats.corrupt_entries += 1
+        for p in (obj, meta):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        return None
+
+    def _compile(self, kernel, key: CompileKey, dest: tuple[Path, Path] | None):
+        start = time.perf_counter()
+        compiled = compile_kernel(kernel, key.arch)
+        seconds = time.perf_counter() - start
+        self.stats.compiles += 1
+        self.stats.events.append((key.describe(), "compile", seconds))
+        if dest is None:
+            return compiled
+        obj, meta = dest
+        tmp = obj.with_suffix(f".o.tmp{os.getpid()}")
+        try:
+            compiled.export_to_c(str(tmp), function_name=_FUNCTION_NAME)
+            data = tmp.read_bytes()
+            info = {"key": key.describe(), "sha256": hashlib.sha256(data).hexdigest(),
+                    "dsl": dsl_version(), "fingerprint": source_fingerprint(),
+                    "compile_seconds": round(seconds, 3)}
+            meta_tmp = meta.with_suffix(f".json.tmp{os.getpid()}")
+            meta_tmp.write_text(json.dumps(info))
+            os.replace(tmp, obj)
+            os.replace(meta_tmp, meta)
+        except OSError as e:
+            warnings.warn(f"cute-kernels: could not write {obj} ({e}); kept in memory", RuntimeWarning)
+            tmp.unlink(missing_ok=True)
+        return compiled
+
+
+_default_cache: KernelCache | None = None
+
+
+def default_cache() -> KernelCache:
+    global _default_cache
+    if _default_cache is None:
+        _default_cache = KernelCache()
+    return _default_cache

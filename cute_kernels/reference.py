@@ -1,0 +1,212 @@
+"""The spec: plain-torch reference implementations of every op in cute-kernels.
+
+This module is the single source of truth for what each op computes. Every test imports it,
+and every kernel is judged against it. It depends on torch and the standard library only, and
+runs on CPU and CUDA tensors alike (including empty batches, M = 0 / T = 0).
+
+Where rounding happens
+----------------------
+``router_gemm`` and ``rmsnorm_router_gemm`` compute everything in float64 and round each output
+exactly once, to its dtype, at the very end. Every product of two inputs (bf16/fp16/fp32) is
+exact in float64 (at most 24 + 24 significand bits), so the only float64 error is in the sums:
+at most about H * 2**-53 relative, far below half an fp32 ulp (2**-25). The result is therefore
+the correctly rounded answer, except for a value lying within that distance of a rounding
+boundary. In particular fp32 weights are used as fp32: never rounded to bf16 or tf32.
+
+``silu_mul_quant_fp8`` is defined in float32, because that is the arithmetic the kernels do;
+the exact fp32 expressions are given in its docstring. Its rounding points are: the fp32
+SiLU-and-multiply, the fp32 scale, the fp32 division by the scale and the final round to
+float8_e4m3fn (round to nearest even, after saturating to +-448).
+
+``pack_topk`` rounds fp32 weights to bf16 (round to nearest even); everything else is bit
+manipulation.
+"""
+
+import torch
+
+__all__ = [
+    "router_gemm",
+    "rmsnorm_router_gemm",
+    "silu_mul_quant_fp8",
+    "dequantize_fp8",
+    "pack_topk",
+    "unpack_topk",
+]
+
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+SCALE_FLOOR = 1e-10  # keeps all-zero groups from dividing by zero
+
+_BF16, _FP16, _FP32 = torch.bfloat16, torch.float16, torch.float32
+_FLOATS = (_BF16, _FP16, _FP32)
+_ANY_FLOAT = _FLOATS + (torch.float64,)
+_INT_IDS = (torch.int32, torch.int64)
+
+
+def _check(t, name, ndim, dtypes):
+    """Type, rank and dtype check; errors start with the argument's name."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D tensor, got shape {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        raise TypeError(f"{name}: dtype {t.dtype} not supported (expected one of {dtypes})")
+
+
+def _require(ok, name, msg, exc=ValueError):
+    if not ok:
+        raise exc(f"{name}: {msg}")
+
+
+def router_gemm(x, weight, bias=None, out_dtype=torch.float32):
+    """Router logits: ``x @ weight.T (+ bias)``.
+
+    x [M, H] bf16/fp16/fp32, weight [E, H] bf16/fp32, bias [E] (any float dtype) or None.
+    Returns [M, E] in ``out_dtype`` (fp32 or bf16): computed in float64 and rounded once.
+    """
+    _check(x, "x", 2, _FLOATS)
+    _check(weight, "weight", 2, (_BF16, _FP32))
+    _require(weight.shape[1] == x.shape[1], "weight",
+             f"shape {tuple(weight.shape)} does not match x's hidden size {x.shape[1]}")
+    if bias is not None:
+        _check(bias, "bias", 1, _ANY_FLOAT)
+        _require(bias.shape[0] == weight.shape[0], "bias",
+                 f"length {bias.shape[0]} != number of experts {weight.shape[0]}")
+    _require(out_dtype in (_FP32, _BF16), "out_dtype", f"{out_dtype} not supported", TypeError)
+    acc = x.double() @ weight.double().T
+    if bias is not None:
+        acc = acc + bias.double()
+    return acc.to(out_dtype)
+
+
+def rmsnorm_router_gemm(x, norm_weight, gate_weight, eps=1e-6, out_dtype=torch.float32):
+    """RMSNorm fused with the router GEMM. Returns ``(normed_x, logits)``.
+
+    x [M, H] bf16/fp16, norm_weight [H] (any float dtype), gate_weight [E, H] bf16/fp32.
+    In float64: ``r = 1 / sqrt(mean(x**2, over H) + eps)``, ``n = x * r * norm_weight``.
+    ``normed_x = n`` rounded once to x.dtype; ``logits = n @ gate_weight.T`` rounded once to
+    ``out_dtype``. The logits use the unrounded n: they do not see the rounding of normed_x.
+    """
+    _check(x, "x", 2, (_BF16, _FP16))
+    _require(x.shape[1] > 0, "x", "hidden size must be > 0")
+    _check(norm_weight, "norm_weight", 1, _ANY_FLOAT)
+    _require(norm_weight.shape[0] == x.shape[1], "norm_weight",
+             f"length {norm_weight.shape[0]} != x's hidden size {x.shape[1]}")
+    _check(gate_weight, "gate_weight", 2, (_BF16, _FP32))
+    _require(gate_weight.shape[1] == x.shape[1], "gate_weight",
+             f"shape {tuple(gate_weight.shape)} does not match x's hidden size {x.shape[1]}")
+    _require(float(eps) >= 0.0, "eps", f"must be >= 0, got {eps}")
+    _require(out_dtype in (_FP32, _BF16), "out_dtype", f"{out_dtype} not supported", TypeError)
+    xd = x.double()
+    r = 1.0 / torch.sqrt(xd.square().mean(dim=1, keepdim=True) + float(eps))
+    n = xd * r * norm_weight.double()
+    return n.to(x.dtype), (n @ gate_weight.double().T).to(out_dtype)
+
+
+def _pow2_f32(e):
+    """Exactly 2**e as float32, built from its bits (e: int32 tensor; inf above 2**127)."""
+    normal = (e + 127).clamp(1, 254) << 23
+    subnormal = torch.ones_like(e) << (e + 149).clamp(0, 22)
+    out = torch.where(e >= -126, normal, subnormal).view(torch.float32)
+    return torch.where(e > 127, torch.full_like(out, float("inf")), out)
+
+
+def _ceil_pow2(s):
+    """Round positive finite fp32 values up to a power of two, exactly; others pass through.
+
+    frexp gives s = m * 2**e with m in [0.5, 1): s is a power of two iff m == 0.5, and
+    otherwise 2**(e-1) < s < 2**e. No float arithmetic is involved, so nothing can round.
+    Values above 2**127 become inf (no finite power of two is large enough).
+    """
+    m, e = torch.frexp(s)
+    up = torch.where(m == 0.5, s, _pow2_f32(e.to(torch.int32)))
+    return torch.where(torch.isfinite(s) & (s > 0), up, s)
+
+
+def silu_mul_quant_fp8(x, group_size=128, scale_ub=None, ue8m0=False, scale_layout="row"):
+    """SiLU(gate) * up, quantised to float8_e4m3fn with one fp32 scale per group.
+
+    x [T, 2H] bf16/fp16, laid out [gate | up]. In float32, elementwise:
+        g, u = x[:, :H].float(), x[:, H:].float()
+        y = (g / (1 + exp(-g))) * u          # silu(g) = g * sigmoid(g), written this way
+    exp is torch's fp32 exp; kernels using a faster exp may differ from y by a few ulp.
+    Per row and per group of ``group_size`` consecutive columns of y:
+        amax  = max |y| over the group       # NaN anywhere in the group gives NaN
+        scale = max(amax, 1e-10) / 448       # fp32; NaN stays NaN
+        scale = min(scale, scale_ub)         # only if scale_ub (fp32 scalar tensor) is given
+        scale = 2**ceil(log2(scale))         # only if ue8m0; exact (see _ceil_pow2)
+        q     = clamp(y / scale, -448, 448).to(float8_e4m3fn)   # saturating; NaN stays NaN
+    The division is a true fp32 division (not a multiply by 1 / scale).
+
+    Returns ``(q [T, H] float8_e4m3fn, scales [T, H // group_size] fp32)``. scale_layout "row"
+    gives row-major scales; "col" gives the same values with strides (1, T), i.e. a
+    [H // group_size, T] row-major buffer seen transposed.
+    """
+    _check(x, "x", 2, (_BF16, _FP16))
+    _require(group_size in (64, 128), "group_size", f"must be 64 or 128, got {group_size}")
+    _require(x.shape[1] % 2 == 0, "x", f"width {x.shape[1]} must be even ([gate | up])")
+    T, H = x.shape[0], x.shape[1] // 2
+    _require(H % group_size == 0, "x", f"half-width H={H} must be a multiple of group_size={group_size}")
+    _require(scale_layout in ("row", "col"), "scale_layout", f"must be 'row' or 'col', got {scale_layout!r}")
+    if scale_ub is not None:
+        ok = isinstance(scale_ub, torch.Tensor) and scale_ub.dtype == _FP32 and scale_ub.numel() == 1
+        _require(ok, "scale_ub", "must be a one-element float32 tensor", TypeError)
+
+    g, u = x[:, :H].float(), x[:, H:].float()
+    y = (g / (1.0 + torch.exp(-g))) * u
+    G = H // group_size
+    yg = y.view(T, G, group_size)
+    amax = yg.abs().amax(dim=-1)
+    # Make NaN propagation explicit rather than relying on amax's behaviour.
+    amax = torch.where(yg.isnan().any(dim=-1), torch.full_like(amax, float("nan")), amax)
+    scale = torch.maximum(amax, torch.tensor(SCALE_FLOOR, dtype=_FP32, device=x.device)) / FP8_MAX
+    if scale_ub is not None:
+        scale = torch.minimum(scale, scale_ub.reshape(()).to(x.device))
+    if ue8m0:
+        scale = _ceil_pow2(scale)
+    q = torch.clamp(yg / scale.unsqueeze(-1), -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+
+    if scale_layout == "row":
+        scales = scale.contiguous()
+    else:
+        # empty_strided pins strides (1, T) even when T <= 1, where a transpose would not.
+        scales = torch.empty_strided((T, G), (1, T), dtype=_FP32, device=x.device)
+        scales.copy_(scale)
+    return q.view(T, H), scales
+
+
+def dequantize_fp8(q, scales, group_size):
+    """Inverse of the quantisation: ``q * scale`` per group, as float32 [T, H]."""
+    _check(q, "q", 2, (torch.float8_e4m3fn,))
+    _check(scales, "scales", 2, (_FP32,))
+    _require(group_size > 0 and q.shape[1] % group_size == 0, "group_size",
+             f"{group_size} does not divide q's width {q.shape[1]}")
+    T, H = q.shape
+    _require(tuple(scales.shape) == (T, H // group_size), "scales",
+             f"shape {tuple(scales.shape)} != {(T, H // group_size)}")
+    return (q.float().view(T, H // group_size, group_size) * scales.unsqueeze(-1)).view(T, H)
+
+
+def pack_topk(ids, weights):
+    """Pack top-k ids and weights into one int32: ``(id << 16) | bits(bf16(weight))``.
+
+    ids [T, k] int32/int64, weights [T, k] fp32/bf16. The weight is rounded to bf16 (round to
+    nearest even) and its 16 bits are zero-extended. The id is converted to int32 and shifted
+    in int32 with two's complement wrap-around, so only its low 16 bits survive: ids must be
+    < 65536 to unpack, and < 32768 for the packed value to be non-negative.
+    """
+    _check(ids, "ids", 2, _INT_IDS)
+    _check(weights, "weights", 2, (_FP32, _BF16))
+    _require(weights.shape == ids.shape, "weights",
+             f"shape {tuple(weights.shape)} != ids shape {tuple(ids.shape)}")
+    # torch shifts signed ints as their unsigned bit pattern, so the int32 shift wraps.
+    w_bits = weights.to(_BF16).view(torch.int16).to(torch.int32) & 0xFFFF
+    return (ids.to(torch.int32) << 16) | w_bits
+
+
+def unpack_topk(packed):
+    """Inverse of pack_topk: ``(ids int32 in [0, 65536), weights bf16)``."""
+    _check(packed, "packed", 2, (torch.int32,))
+    ids = (packed >> 16) & 0xFFFF
+    lo = packed & 0xFFFF
+    lo = torch.where(lo >= 2**15, lo - 2**16, lo)  # reinterpret as int16 without overflow
+    return ids, lo.to(torch.int16).view(_BF16)
