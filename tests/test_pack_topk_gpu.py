@@ -110,6 +110,7 @@ def test_cuda_graph_replay_with_new_inputs(pdl, gen):
         assert torch.equal(out, reference.pack_topk(new_ids, new_w))
 
 
+@pytest.mark.filterwarnings("ignore:The CUDA Graph is empty")  # the refused launch leaves it empty
 def test_capture_without_warmup_is_a_clear_error(gen):
     ids, w = make(8, 13, torch.int32, torch.float32, gen)  # k = 13: a specialisation not yet loaded
     g = torch.cuda.CUDAGraph()
