@@ -61,7 +61,7 @@ def check_same_device(**tensors: torch.Tensor) -> torch.device:
     return first.device
 
 
-def check_no_overlap(out_name: str, out: torch.Tensor, **inputs: torch.Tensor) -> None:
+def check_no_overlap(out_name: str, out: torch.Tensor, /, **inputs: torch.Tensor) -> None:
     """An output may not share memory with an input: the kernels read and write in parallel."""
     lo, hi = _span(out)
     for name, t in inputs.items():

@@ -22,7 +22,7 @@ class TopkPack:
     k: int
     vec: int  # elements per thread; a power of two dividing k
     pdl: bool
-    threads: int = 256
+    threads: int = 64  # small CTAs spread a small T over more SMs (measured: perf/NOTES.md)
 
     def fake_args(self):
         t = cute.sym_int()
