@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import itertools
 
-from .ops import pack_topk_kernel
+from .ops import pack_topk_kernel, silu_mul_quant_kernel
 from .presets import Preset
 
 TOPK_IDS_DTYPES = ("int32", "int64")
 TOPK_WEIGHTS_DTYPES = ("float32", "bfloat16")
 
 
+# (x_dtype, H, group_size, ue8m0, has_scale_ub, scale_layout, pdl): each flag flipped at least
+# once, both group sizes against both layouts, and the narrowest (H = G) and a wide H.
+SILU_VARIANTS = (
+    [("bfloat16", h, g, False, False, layout, True)
+     for h in (128, 2048, 7168) for g in (64, 128) for layout in ("row", "col")]
+    + [("bfloat16", 2048, 128, True, False, "row", True), ("bfloat16", 2048, 128, True, True, "col", True),
+       ("bfloat16", 2048, 128, False, True, "row", True), ("bfloat16", 7168, 128, True, True, "row", True),
+       ("bfloat16", 2048, 64, True, False, "col", False), ("float16", 2048, 128, False, False, "row", True),
+       ("float16", 1536, 64, True, True, "col", True), ("bfloat16", 2048, 128, False, False, "row", False)]
+)
+
+
 def preset_kernels(preset: Preset, pdl: bool = True) -> list:
+    h = preset.moe_intermediate_size
+    group = 128 if h % 128 == 0 else 64  # gpt-oss's 2880 only splits into groups of 64
     return [pack_topk_kernel(i, w, preset.top_k, 16, pdl)
-            for i, w in itertools.product(TOPK_IDS_DTYPES, TOPK_WEIGHTS_DTYPES)]
+            for i, w in itertools.product(TOPK_IDS_DTYPES, TOPK_WEIGHTS_DTYPES)] + [
+        silu_mul_quant_kernel("bfloat16", h, group, False, False, "row", pdl)]
 
 
 def all_variants() -> list:
@@ -28,4 +43,5 @@ def all_variants() -> list:
         TOPK_IDS_DTYPES, TOPK_WEIGHTS_DTYPES, ((8, 16), (4, 16), (8, 8), (6, 16), (8, 4), (1, 16)), (True, False)
     ):
         kernels.add(pack_topk_kernel(ids, w, k, align, pdl))
+    kernels.update(silu_mul_quant_kernel(*v) for v in SILU_VARIANTS)
     return sorted(kernels, key=repr)

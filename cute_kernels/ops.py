@@ -7,6 +7,7 @@ import functools
 import torch
 
 from . import bridge
+from .kernels.silu_mul_quant import SiluMulQuantFp8
 from .kernels.topk_pack import TopkPack
 
 _MAX_ELEMENTS = 2**31 - 1  # kernels index with 32-bit integers
@@ -61,3 +62,87 @@ def pack_topk(ids: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | N
                               bridge.alignment(ids, weights, out), pdl)
     bridge.launch(bridge.compiled(kernel, device), device, ids, weights, out)
     return out
+
+
+SILU_GROUP_SIZES = (64, 128)
+SCALE_LAYOUTS = ("row", "col")
+
+
+@functools.lru_cache(maxsize=None)
+def silu_mul_quant_kernel(x_dtype: str, hidden: int, group_size: int, ue8m0: bool, has_scale_ub: bool,
+                          scale_layout: str, pdl: bool) -> SiluMulQuantFp8:
+    return SiluMulQuantFp8(x_dtype, hidden, group_size, ue8m0, has_scale_ub, scale_layout, pdl)
+
+
+def silu_mul_quant_fp8(x: torch.Tensor, group_size: int = 128, *, scale_ub: torch.Tensor | None = None,
+                       ue8m0: bool = False, scale_layout: str = "row", out: torch.Tensor | None = None,
+                       scales: torch.Tensor | None = None, pdl: bool = True):
+    """``silu(gate) * up`` quantised to float8_e4m3fn with one fp32 scale per group of columns.
+
+    x: bf16/fp16 [T, 2H] = [gate | up], contiguous and 16-byte aligned. Returns ``(q, scales)``:
+    q float8_e4m3fn [T, H] (contiguous), scales fp32 [T, H // group_size], row-major for
+    ``scale_layout="row"`` or with strides (1, T) for ``"col"``. ``out`` / ``scales`` may be
+    given instead of allocated. group_size: 64 or 128, dividing H. ``scale_ub``: a one-element
+    fp32 tensor capping every scale. ``ue8m0``: scales rounded up to powers of two.
+    ``pdl``: launch with programmatic dependent launch.
+    Semantics: ``cute_kernels.reference.silu_mul_quant_fp8``.
+    """
+    bridge.check_tensor("x", x, dtypes=(torch.bfloat16, torch.float16), shape=(None, None))
+    if group_size not in SILU_GROUP_SIZES:
+        raise ValueError(f"group_size must be 64 or 128; got {group_size!r}")
+    if scale_layout not in SCALE_LAYOUTS:
+        raise ValueError(f"scale_layout must be 'row' or 'col'; got {scale_layout!r}")
+    t, width = x.shape
+    if width % 2:
+        raise ValueError(f"x must have an even width ([gate | up]); got shape {tuple(x.shape)}")
+    h = width // 2
+    if h == 0 or h % group_size:
+        raise ValueError(f"x's half-width H={h} must be a positive multiple of group_size={group_size}")
+    g = h // group_size
+    if scale_ub is not None and not (isinstance(scale_ub, torch.Tensor) and scale_ub.dtype == torch.float32
+                                     and scale_ub.numel() == 1):
+        got = (f"{scale_ub.dtype} {tuple(scale_ub.shape)}" if isinstance(scale_ub, torch.Tensor)
+               else type(scale_ub).__name__)
+        raise TypeError(f"scale_ub must be a one-element float32 tensor; got {got}")
+    device = bridge.check_same_device(x=x)
+    bridge.check_contiguous("x", x)
+    if scale_ub is not None:
+        bridge.check_same_device(x=x, scale_ub=scale_ub)
+    if out is None:
+        out = torch.empty((t, h), dtype=torch.float8_e4m3fn, device=device)
+    else:
+        bridge.check_tensor("out", out, dtypes=(torch.float8_e4m3fn,), shape=(t, h))
+        bridge.check_same_device(x=x, out=out)
+        bridge.check_contiguous("out", out)
+        bridge.check_no_overlap("out", out, x=x)
+    s_strides = (g, 1) if scale_layout == "row" else (1, t)
+    if scales is None:
+        scales = torch.empty_strided((t, g), s_strides, dtype=torch.float32, device=device)
+    else:
+        bridge.check_tensor("scales", scales, dtypes=(torch.float32,), shape=(t, g))
+        bridge.check_same_device(x=x, scales=scales)
+        _check_strides("scales", scales, s_strides, scale_layout)
+        bridge.check_no_overlap("scales", scales, x=x, out=out)
+    if scale_ub is not None:
+        bridge.check_no_overlap("out", out, scale_ub=scale_ub)
+        bridge.check_no_overlap("scales", scales, scale_ub=scale_ub)
+    if t * width > _MAX_ELEMENTS:
+        raise ValueError(f"x has {t * width} elements; at most {_MAX_ELEMENTS} are supported")
+    if t == 0:
+        return out, scales
+    for name, tensor, need in (("x", x, 16), ("out", out, 8)):
+        if bridge.alignment(tensor) < need:
+            raise ValueError(f"{name} must be {need}-byte aligned (its data pointer is not)")
+    kernel = silu_mul_quant_kernel(bridge.dtype_name(x.dtype), h, group_size, bool(ue8m0), scale_ub is not None,
+                                   scale_layout, pdl)
+    # Without a cap the kernel reads nothing there; any one-element fp32 view fills the slot.
+    ub = (scale_ub if scale_ub is not None else scales).as_strided((1,), (1,))
+    bridge.launch(bridge.compiled(kernel, device), device, x, out, scales, ub)
+    return out, scales
+
+
+def _check_strides(name: str, t: torch.Tensor, strides: tuple, layout: str) -> None:
+    # Strides of size-1 dims carry no meaning; torch may report anything there.
+    ok = all(size <= 1 or got == want for size, got, want in zip(t.shape, t.stride(), strides))
+    if not ok:
+        raise ValueError(f"{name} must have strides {strides} for scale_layout={layout!r}; got {t.stride()}")

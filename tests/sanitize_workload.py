@@ -22,7 +22,35 @@ def pack_topk_cases():
                     yield
 
 
+def silu_mul_quant_cases():
+    """One launch per SiLU-quant code path; small T with a partial last CTA. Checked with the GPU
+    tests' tolerances: scales within 1e-6 (ue8m0: equal), q within one e4m3 step, NaN alike."""
+    paths = [  # (x dtype, T, H, group, ue8m0, scale_ub, layout, pdl)
+        (torch.bfloat16, 37, 128, 128, False, None, "row", True),
+        (torch.bfloat16, 5, 128, 64, False, None, "col", True),
+        (torch.bfloat16, 3, 2048, 128, True, None, "row", False),
+        (torch.bfloat16, 9, 2048, 64, True, 0.01, "col", True),
+        (torch.bfloat16, 2, 7168, 128, False, 0.02, "row", True),
+        (torch.float16, 11, 1536, 64, True, 1e-40, "col", False),
+        (torch.float16, 1, 2048, 128, False, None, "row", True),
+    ]
+    for dtype, t, h, group, ue8m0, ub, layout, pdl in paths:
+        x = (torch.randn(t, 2 * h, device="cuda") * 3).to(dtype)
+        ub_t = None if ub is None else torch.tensor([ub], device="cuda")
+        q, s = cute_kernels.silu_mul_quant_fp8(x, group, scale_ub=ub_t, ue8m0=ue8m0, scale_layout=layout, pdl=pdl)
+        want_q, want_s = reference.silu_mul_quant_fp8(x, group, scale_ub=ub_t, ue8m0=ue8m0, scale_layout=layout)
+        case = (dtype, t, h, group, ue8m0, ub, layout, pdl)
+        rtol = 0.0 if ue8m0 else 1e-6
+        assert torch.allclose(s, want_s, rtol=rtol, atol=0.0, equal_nan=True) and s.stride() == want_s.stride(), case
+        gq, wq = q.double(), want_q.double()
+        step = torch.exp2(torch.floor(torch.log2(torch.maximum(gq.abs(), wq.abs()).clamp_min(2.0**-6))) - 3)
+        assert torch.equal(gq.isnan(), wq.isnan()), case
+        assert ((gq - wq).abs() <= step)[~wq.isnan()].all(), case
+        yield
+
+
 if __name__ == "__main__":
     n = sum(1 for _ in pack_topk_cases())
+    m = sum(1 for _ in silu_mul_quant_cases())
     torch.cuda.synchronize()
-    print(f"sanitizer workload: {n} pack_topk launches checked")
+    print(f"sanitizer workload: {n} pack_topk and {m} silu_mul_quant_fp8 launches checked")
