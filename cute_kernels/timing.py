@@ -213,3 +213,35 @@ def write_results(path, meta: dict, rows: list) -> None:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def bench_main(doc: str, *, impls, run, plot, full, quick, argv=None) -> int:
+    """The command line every perf/bench_*.py shares: sweep (``--quick`` for a smoke run),
+    ``--impls`` subset, ``--replays``, and ``--plot-only JSON`` to redraw without a GPU.
+
+    ``impls`` is a list of (impl, pdl); ``run(out_dir, points, impls, replays) -> ok``;
+    ``plot(json_path, png_path)``; ``full``/``quick`` are the sweep's point lists."""
+    import argparse
+    import sys
+
+    names = ",".join(dict.fromkeys(impl for impl, _ in impls))
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent.parent / "perf" / "results" / "h100"),
+                   help="output directory")
+    p.add_argument("--quick", action="store_true", help=f"only {quick} (smoke run)")
+    p.add_argument("--replays", type=int, default=20, help="timed graph replays per point (>= 20)")
+    p.add_argument("--impls", default=names, help=f"comma-separated subset of {names}")
+    p.add_argument("--plot-only", metavar="JSON", help="redraw the plot from a results JSON (no GPU)")
+    args = p.parse_args(argv)
+    if args.plot_only:
+        src = pathlib.Path(args.plot_only)
+        plot(src, src.with_suffix(".png"))
+        print(f"wrote {src.with_suffix('.png')}")
+        return 0
+    if not torch.cuda.is_available():
+        print("no CUDA device: only --plot-only works here", file=sys.stderr)
+        return 2
+    wanted = set(args.impls.split(","))
+    chosen = [(impl, pdl) for impl, pdl in impls if impl in wanted]
+    ok = run(pathlib.Path(args.out), quick if args.quick else full, chosen, max(args.replays, 20))
+    return 0 if ok else 1

@@ -7,7 +7,6 @@
 Writes <out>/pack_topk.json (+ .csv) and <out>/pack_topk.png; prints a table last.
 """
 
-import argparse
 import json
 import pathlib
 import sys
@@ -200,26 +199,7 @@ def plot(results_json, png_path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "perf" / "results" / "h100"), help="output directory")
-    p.add_argument("--quick", action="store_true", help=f"T in {T_QUICK} only (smoke run)")
-    p.add_argument("--replays", type=int, default=20, help="timed graph replays per point (>= 20)")
-    p.add_argument("--impls", default="cute_kernels,torch", help="comma-separated subset of cute_kernels,torch")
-    p.add_argument("--plot-only", metavar="JSON", help="redraw the plot from a results JSON (no GPU)")
-    args = p.parse_args(argv)
-
-    if args.plot_only:
-        src = pathlib.Path(args.plot_only)
-        plot(src, src.with_suffix(".png"))
-        print(f"wrote {src.with_suffix('.png')}")
-        return 0
-    if not torch.cuda.is_available():
-        print("no CUDA device: only --plot-only works here", file=sys.stderr)
-        return 2
-    wanted = set(args.impls.split(","))
-    impls = [(impl, pdl) for impl, pdl in IMPLS if impl in wanted]
-    ok = run(pathlib.Path(args.out), T_QUICK if args.quick else T_VALUES, impls, max(args.replays, 20))
-    return 0 if ok else 1
+    return timing.bench_main(__doc__, impls=IMPLS, run=run, plot=plot, full=T_VALUES, quick=T_QUICK, argv=argv)
 
 
 if __name__ == "__main__":

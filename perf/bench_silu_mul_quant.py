@@ -9,7 +9,6 @@ torch eager runs ``torch_baseline`` below (the spec's fp32 math without its argu
 capturable in a CUDA graph); torch.compile compiles the same function.
 """
 
-import argparse
 import json
 import pathlib
 import sys
@@ -79,7 +78,6 @@ def check_against_spec(x, q, s, G, layout, what):
 
 def measure(impl: str, pdl: bool, T: int, H: int, G: int, layout: str, replays: int) -> dict:
     import cute_kernels
-    from cute_kernels import reference
 
     what = f"{OP} T={T} H={H} G={G} {layout} {impl} pdl={pdl}"
 
@@ -228,27 +226,7 @@ def plot(results_json, png_path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "perf" / "results" / "h100"), help="output directory")
-    p.add_argument("--quick", action="store_true", help=f"only {QUICK} (smoke run)")
-    p.add_argument("--replays", type=int, default=20, help="timed graph replays per point (>= 20)")
-    p.add_argument("--impls", default="cute_kernels,torch,torch_compile",
-                   help="comma-separated subset of cute_kernels,torch,torch_compile")
-    p.add_argument("--plot-only", metavar="JSON", help="redraw the plot from a results JSON (no GPU)")
-    args = p.parse_args(argv)
-
-    if args.plot_only:
-        src = pathlib.Path(args.plot_only)
-        plot(src, src.with_suffix(".png"))
-        print(f"wrote {src.with_suffix('.png')}")
-        return 0
-    if not torch.cuda.is_available():
-        print("no CUDA device: only --plot-only works here", file=sys.stderr)
-        return 2
-    wanted = set(args.impls.split(","))
-    impls = [(impl, pdl) for impl, pdl in IMPLS if impl in wanted]
-    ok = run(pathlib.Path(args.out), QUICK if args.quick else SWEEP, impls, max(args.replays, 20))
-    return 0 if ok else 1
+    return timing.bench_main(__doc__, impls=IMPLS, run=run, plot=plot, full=SWEEP, quick=QUICK, argv=argv)
 
 
 if __name__ == "__main__":

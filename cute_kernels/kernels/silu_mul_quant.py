@@ -20,7 +20,7 @@ from cutlass import Float32, Int32
 from cutlass._mlir.dialects import llvm
 from cutlass.cutlass_dsl import T, dsl_user_op
 
-from .common import dtype, fake_stream, fake_tensor, pdl_enter
+from .common import fake_stream, fake_tensor, pdl_enter
 
 VEC = 8  # elements per thread: 16 bytes of bf16/fp16
 FP8_MAX = 448.0
