@@ -215,6 +215,18 @@ def write_results(path, meta: dict, rows: list) -> None:
         writer.writerows(rows)
 
 
+def save_figure(fig, png_path, title: str) -> None:
+    """Title, lay out, write (creating the directory) and close a results plot."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    png_path = pathlib.Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
 def bench_main(doc: str, *, impls, run, plot, full, quick, argv=None) -> int:
     """The command line every perf/bench_*.py shares: sweep (``--quick`` for a smoke run),
     ``--impls`` subset, ``--replays``, and ``--plot-only JSON`` to redraw without a GPU.

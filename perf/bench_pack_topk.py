@@ -190,12 +190,7 @@ def plot(results_json, png_path) -> None:
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("us per call (CUDA graph, median)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{OP} on {meta.get('device', '?')} ({str(meta.get('date', ''))[:10]})")
-    fig.tight_layout()
-    png_path = pathlib.Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
+    timing.save_figure(fig, png_path, f"{OP} on {meta.get('device', '?')} ({str(meta.get('date', ''))[:10]})")
 
 
 def main(argv=None) -> int:

@@ -217,12 +217,7 @@ def plot(results_json, png_path) -> None:
     ax2.axhline(1.0, color="black", linewidth=0.8)
     ax2.set_ylabel("speedup over torch.compile (cold)")
     ax2.set_title("speedup over torch.compile")
-    fig.suptitle(f"{OP} on {meta.get('device', '?')} ({str(meta.get('date', ''))[:10]})")
-    fig.tight_layout()
-    png_path = pathlib.Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
+    timing.save_figure(fig, png_path, f"{OP} on {meta.get('device', '?')} ({str(meta.get('date', ''))[:10]})")
 
 
 def main(argv=None) -> int:
