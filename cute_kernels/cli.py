@@ -1,4 +1,4 @@
-"""The ``cute-kernels`` command: demo, presets, cache."""
+"""The ``cute-kernels`` command: demo, presets, cache, aot."""
 
 from __future__ import annotations
 
@@ -97,6 +97,12 @@ def cache(args) -> int:
     return 0
 
 
+def aot(args) -> int:
+    from . import aot
+
+    return aot.main(args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cute-kernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +115,18 @@ def main(argv=None) -> int:
     p = sub.add_parser("cache", help="show (and --clear) the JIT kernel cache")
     p.add_argument("--clear", action="store_true")
     p.set_defaults(func=cache)
+    p = sub.add_parser("aot", help="compile presets' kernels ahead of time into shared libraries that "
+                                   "load without the CuTe DSL; or --verify such a directory")
+    p.add_argument("--arch", action="append", help="target, repeatable (sm_90a, sm_100a)")
+    p.add_argument("--preset", action="append", help="model preset, repeatable (see `cute-kernels presets`)")
+    p.add_argument("--op", action="append", help="only these kernels of the presets (class or module "
+                                                 "name, e.g. TopkPack or silu_mul_quant), repeatable")
+    p.add_argument("--from-cache", action="store_true",
+                   help="also link every kernel in the JIT cache (what earlier runs compiled)")
+    p.add_argument("--out", help="the directory of libraries and manifest.json")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per CPU)")
+    p.add_argument("--verify", metavar="DIR", help="check DIR against its manifest and the installed sources")
+    p.set_defaults(func=aot)
     args = parser.parse_args(argv)
     return args.func(args)
 

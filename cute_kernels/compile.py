@@ -4,10 +4,15 @@ A kernel is a frozen dataclass of static configuration (see ``cute_kernels.kerne
 ``CompileKey`` is that configuration plus the target arch; the on-disk entry name also hashes the
 DSL version and a fingerprint of the kernel sources, so a stale artifact can never be loaded.
 
-Lookup: in-process dict -> disk cache -> compile. Disk entries are an object file exported
-through TVM-FFI plus a JSON sidecar holding its sha256; both are written to temporary names and
-renamed into place, and a reader loads the object only after its hash matches the sidecar, so a
-truncated, corrupted or half-written entry is a miss (removed and rebuilt), never a crash.
+Lookup: in-process dict -> ahead-of-time directory -> disk cache -> compile. An AOT directory
+(``cute-kernels aot``, chosen by ``$CUTE_KERNELS_AOT_DIR`` or ``set_aot_dir``) holds shared
+libraries that load with TVM-FFI alone, so a process without the CuTe DSL runs every kernel it
+holds; a kernel it lacks raises ``KernelUnavailableError`` there.
+
+Disk entries are an object file exported through TVM-FFI plus a JSON sidecar holding its sha256;
+both are written to temporary names and renamed into place, and a reader loads the object only
+after its hash matches the sidecar, so a truncated, corrupted or half-written entry is a miss
+(removed and rebuilt), never a crash.
 Compiles of one key are serialised across processes with a file lock, and the lock holder
 re-checks the disk first: N processes racing on one key compile it once. An unwritable cache
 directory degrades to memory-only with one warning.
@@ -21,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import threading
@@ -31,8 +37,38 @@ from pathlib import Path
 import filelock
 
 CACHE_ENV = "CUTE_KERNELS_CACHE_DIR"
+AOT_ENV = "CUTE_KERNELS_AOT_DIR"
 _KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 _FUNCTION_NAME = "cute_kernel"  # the symbol every exported object carries
+
+
+class KernelUnavailableError(RuntimeError):
+    """No compiled kernel can be had: it is in no AOT directory and the DSL is not installed."""
+
+
+@functools.lru_cache(maxsize=None)
+def dsl_available() -> bool:
+    """Whether the CuTe DSL can be imported (and so compile); checked without importing it."""
+    try:
+        return importlib.util.find_spec("cutlass") is not None
+    except ImportError:
+        return False
+
+
+_aot_dir: Path | None = None
+
+
+def set_aot_dir(path) -> None:
+    """Load kernels from this ``cute-kernels aot`` directory first; None: use $CUTE_KERNELS_AOT_DIR."""
+    global _aot_dir
+    _aot_dir = Path(path) if path is not None else None
+
+
+def aot_dir() -> Path | None:
+    if _aot_dir is not None:
+        return _aot_dir
+    env = os.environ.get(AOT_ENV)
+    return Path(env) if env else None
 
 
 def dsl_version() -> str:
@@ -98,6 +134,7 @@ class Stats:
     """Counters per process; ``events`` holds (describe, source, seconds) for each first use."""
 
     memory_hits: int = 0
+    aot_loads: int = 0
     disk_loads: int = 0
     compiles: int = 0
     corrupt_entries: int = 0
@@ -132,14 +169,17 @@ class KernelCache:
         return root / f"dsl-{dsl_version()}-{source_fingerprint()}"
 
     def get(self, kernel, arch: str):
-        """The compiled function for ``kernel`` on ``arch``: memory -> disk -> compile."""
+        """The compiled function for ``kernel`` on ``arch``: memory -> AOT -> disk -> compile."""
         fn = self.lookup_memory(kernel, arch)
         if fn is not None:
             return fn
         with self._lock:
             fn = self._memory.get((kernel, arch))
             if fn is None:
-                fn = self._load_or_compile(kernel, CompileKey.of(kernel, arch))
+                key = CompileKey.of(kernel, arch)
+                fn = self._load_aot(key)
+                if fn is None:
+                    fn = self._load_or_compile(kernel, key)
                 self._memory[(kernel, arch)] = fn
             return fn
 
@@ -151,15 +191,40 @@ class KernelCache:
         return fn
 
     def contains(self, kernel, arch: str) -> bool:
-        """True when ``get`` would not compile (it is in memory or a valid disk entry exists)."""
+        """True when ``get`` would not compile (in memory, a valid AOT artifact or disk entry)."""
         if (kernel, arch) in self._memory:
             return True
         key = CompileKey.of(kernel, arch)
+        aot = self._aot()
+        if aot is not None and aot.find(key) is not None:
+            return True
+        if not dsl_available():
+            return False
         obj, meta = self._paths(key)
         return self._read_valid(obj, meta, key) is not None
 
     def clear_memory(self) -> None:
         self._memory.clear()
+
+    # -- ahead-of-time directory ------------------------------------------------------------
+    def _aot(self):
+        directory = aot_dir()
+        if directory is None:
+            return None
+        from .aot import AotDir  # imports nothing of the DSL
+
+        return AotDir.open(directory)
+
+    def _load_aot(self, key: CompileKey):
+        aot = self._aot()
+        if aot is None:
+            return None
+        start = time.perf_counter()
+        fn = aot.load(key)
+        if fn is not None:
+            self.stats.aot_loads += 1
+            self.stats.events.append((key.describe(), "aot", time.perf_counter() - start))
+        return fn
 
     # -- disk -------------------------------------------------------------------------------
     def _paths(self, key: CompileKey) -> tuple[Path, Path]:
@@ -196,6 +261,13 @@ class KernelCache:
         return data
 
     def _load_or_compile(self, kernel, key: CompileKey):
+        if not dsl_available():
+            aot = self._aot()
+            where = aot.why_not(key) if aot is not None else f"no AOT directory is set (${AOT_ENV})"
+            raise KernelUnavailableError(
+                f"cute-kernels: {key.describe()} is not compiled ahead of time ({where}) and the "
+                "CuTe DSL (nvidia-cutlass-dsl) is not installed to compile it"
+            )
         if not self._disk_usable():
             return self._compile(kernel, key, None)
         obj, meta = self._paths(key)

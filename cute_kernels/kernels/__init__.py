@@ -1,4 +1,5 @@
-"""CuTe DSL kernel definitions. These modules import ``cutlass`` and never ``torch``.
+"""CuTe DSL kernel definitions. These modules import the DSL through ``.dsl`` (so they import,
+as plain dataclasses, where it is not installed) and never ``torch``.
 
 Each kernel is a frozen dataclass holding its static configuration (dtype names, tile sizes,
 flags). ``fake_args()`` returns the compile-time arguments (fake tensors with symbolic sizes and

@@ -1,7 +1,6 @@
 """Device and host helpers shared by every kernel: dtype names, fake tensors, PDL."""
 
-import cutlass
-import cutlass.cute as cute
+from .dsl import cute, cutlass
 
 # Kernel configs name dtypes by these strings (torch's spelling) so compile keys stay plain data.
 DTYPES = {
@@ -13,6 +12,10 @@ DTYPES = {
     "float8_e4m3fn": cutlass.Float8E4M3FN,
     "uint8": cutlass.Uint8,
 }
+
+
+# Bits per element, known without the DSL: configs derive tile sizes (compile keys) from them.
+WIDTHS = {"bfloat16": 16, "float16": 16, "float32": 32, "int32": 32, "int64": 64, "float8_e4m3fn": 8, "uint8": 8}
 
 
 def dtype(name: str):

@@ -14,13 +14,10 @@ any NaN sorts above inf, so the max propagates NaN exactly like the spec.
 import struct
 from dataclasses import dataclass
 
-import cutlass
-import cutlass.cute as cute
-from cutlass import Float32, Int32
-from cutlass._mlir.dialects import llvm
-from cutlass.cutlass_dsl import T, dsl_user_op
-
 from .common import fake_stream, fake_tensor, pdl_enter
+from .dsl import T, cute, cutlass, dsl_user_op, llvm
+
+Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 VEC = 8  # elements per thread: 16 bytes of bf16/fp16
 FP8_MAX = 448.0

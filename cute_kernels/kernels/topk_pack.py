@@ -8,11 +8,10 @@ with one vector load/store per tensor (16 bytes for int32/fp32 at vec = 4, two a
 
 from dataclasses import dataclass
 
-import cutlass
-import cutlass.cute as cute
-from cutlass import Int32, Uint16
-
 from .common import dtype, fake_stream, fake_tensor, pdl_enter
+from .dsl import cute, cutlass
+
+Int32, Uint16 = cutlass.Int32, cutlass.Uint16
 
 
 @dataclass(frozen=True)
