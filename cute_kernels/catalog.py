@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import itertools
 
-from .ops import pack_topk_kernel, silu_mul_quant_kernel
+from .ops import pack_topk_kernel, router_gemm_kernel, router_gemm_variant, silu_mul_quant_kernel
 from .presets import Preset
 
+ROUTER_M_VALUES = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # one per M bucket of either variant
 TOPK_IDS_DTYPES = ("int32", "int64")
 TOPK_WEIGHTS_DTYPES = ("float32", "bfloat16")
 
@@ -28,12 +29,38 @@ SILU_VARIANTS = (
 )
 
 
+def router_kernels(preset: Preset, m_values=ROUTER_M_VALUES, pdl: bool = True, x_dtype: str = "bfloat16") -> list:
+    """The router GEMM specialisations a preset's calls at these M values use (bf16 activations)."""
+    bias = preset.gate_dtype if preset.gate_bias else None
+    kernels = {router_gemm_kernel(x_dtype, preset.gate_dtype, preset.logits_dtype, bias, m, preset.hidden_size,
+                                  preset.num_experts, router_gemm_variant(x_dtype, preset.gate_dtype, m), pdl)
+               for m in m_values}
+    return sorted(kernels, key=repr)
+
+
 def preset_kernels(preset: Preset, pdl: bool = True) -> list:
     h = preset.moe_intermediate_size
     group = 128 if h % 128 == 0 else 64  # gpt-oss's 2880 only splits into groups of 64
     return [pack_topk_kernel(i, w, preset.top_k, 16, pdl)
             for i, w in itertools.product(TOPK_IDS_DTYPES, TOPK_WEIGHTS_DTYPES)] + [
-        silu_mul_quant_kernel("bfloat16", h, group, False, False, "row", pdl)]
+        silu_mul_quant_kernel("bfloat16", h, group, False, False, "row", pdl)] + router_kernels(preset, pdl=pdl)
+
+
+# (x, weight, out, bias, M, H, E, variant, pdl): every dtype pair, both outputs, bias in three
+# dtypes, both variants, cluster split on and off (tiny H), M buckets, PDL off.
+ROUTER_VARIANTS = (
+    [(x, w, "float32", None, 1, 7168, 256, "dot", True)
+     for x in ("bfloat16", "float16", "float32") for w in ("bfloat16", "float16", "float32")]
+    + [("bfloat16", "bfloat16", "bfloat16", "bfloat16", 3, 2880, 128, "dot", True),
+       ("bfloat16", "float32", "float32", "float32", 8, 3072, 256, "dot", True),
+       ("float32", "float32", "bfloat16", "float16", 33, 64, 1, "dot", True),
+       ("bfloat16", "bfloat16", "float32", None, 1, 7168, 256, "dot", False),
+       ("bfloat16", "bfloat16", "float32", None, 16, 7168, 256, "mma", True),
+       ("bfloat16", "bfloat16", "float32", None, 128, 7168, 256, "mma", True),
+       ("float16", "float16", "float32", None, 8, 4096, 128, "mma", True),
+       ("bfloat16", "bfloat16", "bfloat16", "bfloat16", 64, 2880, 128, "mma", True),
+       ("bfloat16", "bfloat16", "float32", "float32", 256, 64, 1000, "mma", False)]
+)
 
 
 def all_variants() -> list:
@@ -44,4 +71,5 @@ def all_variants() -> list:
     ):
         kernels.add(pack_topk_kernel(ids, w, k, align, pdl))
     kernels.update(silu_mul_quant_kernel(*v) for v in SILU_VARIANTS)
+    kernels.update(router_gemm_kernel(*v) for v in ROUTER_VARIANTS)
     return sorted(kernels, key=repr)

@@ -7,6 +7,7 @@ import functools
 import torch
 
 from . import bridge
+from .kernels.router_gemm import RouterGemm
 from .kernels.silu_mul_quant import SiluMulQuantFp8
 from .kernels.topk_pack import TopkPack
 
@@ -146,3 +147,135 @@ def _check_strides(name: str, t: torch.Tensor, strides: tuple, layout: str) -> N
     ok = all(size <= 1 or got == want for size, got, want in zip(t.shape, t.stride(), strides))
     if not ok:
         raise ValueError(f"{name} must have strides {strides} for scale_layout={layout!r}; got {t.stride()}")
+
+
+ROUTER_X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+ROUTER_W_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+ROUTER_OUT_DTYPES = (torch.float32, torch.bfloat16)
+ROUTER_SMEM_BUDGET = 200 * 1024  # bytes per CTA; H100 allows 227 KB
+H100_SMS = 132
+ROUTER_DOT_MAX_M = 4  # above this M, 16-bit same-dtype calls default to the tensor-core variant
+
+
+def router_gemm_variant(x_dtype: str, w_dtype: str, m: int) -> str:
+    """Default consumer: tensor cores once a few tokens share each weight (16-bit, same dtype)."""
+    if x_dtype == w_dtype and w_dtype in ("bfloat16", "float16") and m > ROUTER_DOT_MAX_M:
+        return "mma"
+    return "dot"
+
+
+
+def router_m_tile(variant: str, m: int) -> int:
+    """Token tile: a power of two covering M, from a small fixed set (bounded compiles)."""
+    lo, hi = (8, 64) if variant == "mma" else (1, 8)
+    tile = lo
+    while tile < min(m, hi):
+        tile *= 2
+    return tile
+
+
+@functools.lru_cache(maxsize=4096)
+def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: str | None, m: int, h: int,
+                       e: int, variant: str, pdl: bool, num_sms: int = H100_SMS) -> RouterGemm:
+    """The specialisation for a call. Tiles come from M's bucket; the expert tile and the
+    cluster split of H minimise the bytes one SM streams (per-CTA bytes times waves): the
+    kernel is latency- and bandwidth-bound, so that sets its time."""
+    m_tile = router_m_tile(variant, m)
+    m_tiles = -(-m // m_tile)
+    e_tiles = (16, 32, 64) if variant == "mma" else (4, 8, 16, 32)
+    elem = lambda name: torch.finfo(getattr(torch, name)).bits // 8  # noqa: E731
+    best = None
+    for e_tile in e_tiles:
+        for split_k in (1, 2, 4, 8):
+            probe = RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, 1, pdl)
+            n_k = -(-h // probe.k_tile)
+            ctas = -(-e // e_tile) * split_k * m_tiles
+            if split_k > n_k:
+                continue
+            cta_bytes = (e_tile * elem(w_dtype) + m_tile * elem(x_dtype)) * -(-h // split_k)
+            waves = -(-ctas // num_sms)
+            score = (cta_bytes * waves, ctas, split_k)
+            if best is None or score < best[0]:
+                best = (score, e_tile, split_k, -(-n_k // split_k))
+    _, e_tile, split_k, k_per_cta = best
+    one = RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, 1, pdl)
+    stage = one.smem_bytes() - one.red_slices * m_tile * e_tile * 4
+    stages = max(2, min(k_per_cta, (ROUTER_SMEM_BUDGET - one.red_slices * m_tile * e_tile * 4) // stage))
+    return RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, stages, pdl)
+
+
+@functools.lru_cache(maxsize=None)
+def _no_bias(device: torch.device) -> torch.Tensor:
+    """Fills the bias slot of a kernel compiled without bias (never read)."""
+    return torch.zeros((1,), dtype=torch.float32, device=device)
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                out_dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None, pdl: bool = True,
+                variant: str | None = None, config: RouterGemm | None = None) -> torch.Tensor:
+    """Router logits ``x @ weight.T (+ bias)`` with fp32 accumulation, rounded once to out_dtype.
+
+    x: [M, H] bf16/fp16/fp32; weight: [E, H] bf16/fp16/fp32 (fp32 weights are used as fp32:
+    no TF32, nothing rounded to bf16); bias: [E] float or None; out: [M, E] fp32 or bf16
+    (allocated if None). H must be a positive multiple of 8; x and weight contiguous and
+    16-byte aligned (TMA). Any M >= 0 and E >= 1. ``variant``: "dot" (CUDA cores) or "mma"
+    (tensor cores; x and weight both bf16 or both fp16); None picks by M.
+    ``pdl``: launch with programmatic dependent launch (the weight stream starts before the
+    previous kernel has finished). ``config``: an explicit ``RouterGemm`` specialisation (for
+    tuning sweeps) instead of the heuristic's; its dtypes must match the call's.
+    Semantics: ``cute_kernels.reference.router_gemm``.
+    """
+    bridge.check_tensor("x", x, dtypes=ROUTER_X_DTYPES, shape=(None, None))
+    m, h = x.shape
+    bridge.check_tensor("weight", weight, dtypes=ROUTER_W_DTYPES, shape=(None, h))
+    e = weight.shape[0]
+    if out_dtype not in ROUTER_OUT_DTYPES:
+        raise TypeError(f"out_dtype must be torch.float32 or torch.bfloat16; got {out_dtype}")
+    if h == 0 or h % 8:
+        raise ValueError(f"x's hidden size H={h} must be a positive multiple of 8")
+    if e == 0:
+        raise ValueError("weight must have at least one expert row (E >= 1)")
+    device = bridge.check_same_device(x=x, weight=weight)
+    if bias is not None:
+        bridge.check_tensor("bias", bias, dtypes=ROUTER_W_DTYPES, shape=(e,))
+        bridge.check_same_device(x=x, bias=bias)
+        bridge.check_contiguous("bias", bias)
+    for name, t in (("x", x), ("weight", weight)):
+        bridge.check_contiguous(name, t)
+        if bridge.alignment(t) < 16:
+            raise ValueError(f"{name} must be 16-byte aligned for TMA (its data pointer is not)")
+    if out is None:
+        out = torch.empty((m, e), dtype=out_dtype, device=device)
+    else:
+        bridge.check_tensor("out", out, dtypes=(out_dtype,), shape=(m, e))
+        bridge.check_same_device(x=x, out=out)
+        bridge.check_contiguous("out", out)
+        bridge.check_no_overlap("out", out, x=x, weight=weight, **({} if bias is None else {"bias": bias}))
+    if max(m * h, e * h, m * e) > _MAX_ELEMENTS:
+        raise ValueError(f"x, weight or out has more than {_MAX_ELEMENTS} elements")
+    names = bridge.dtype_name(x.dtype), bridge.dtype_name(weight.dtype)
+    if variant is None:
+        variant = router_gemm_variant(*names, m)
+    elif variant not in ("dot", "mma"):
+        raise ValueError(f"variant must be 'dot', 'mma' or None; got {variant!r}")
+    elif variant == "mma" and router_gemm_variant(*names, 1 << 30) != "mma":
+        raise ValueError(f"variant='mma' needs x and weight both bf16 or both fp16; got {names[0]} x {names[1]}")
+    if m == 0:
+        return out
+    bias_name = None if bias is None else bridge.dtype_name(bias.dtype)
+    if config is None:
+        kernel = router_gemm_kernel(*names, bridge.dtype_name(out_dtype), bias_name, m, h, e, variant, pdl,
+                                    _num_sms(device.index))
+    elif (config.x_dtype, config.w_dtype, config.out_dtype, config.bias_dtype) != (
+            *names, bridge.dtype_name(out_dtype), bias_name):
+        raise ValueError(f"config {config} does not match the call's dtypes")
+    else:
+        kernel = config
+    bias_arg = bias if bias is not None else _no_bias(device)
+    bridge.launch(bridge.compiled(kernel, device), device, x, weight, bias_arg, out)
+    return out

@@ -60,11 +60,11 @@ def _require(ok, name, msg, exc=ValueError):
 def router_gemm(x, weight, bias=None, out_dtype=torch.float32):
     """Router logits: ``x @ weight.T (+ bias)``.
 
-    x [M, H] bf16/fp16/fp32, weight [E, H] bf16/fp32, bias [E] (any float dtype) or None.
+    x [M, H] bf16/fp16/fp32, weight [E, H] bf16/fp16/fp32, bias [E] (any float dtype) or None.
     Returns [M, E] in ``out_dtype`` (fp32 or bf16): computed in float64 and rounded once.
     """
     _check(x, "x", 2, _FLOATS)
-    _check(weight, "weight", 2, (_BF16, _FP32))
+    _check(weight, "weight", 2, _FLOATS)
     _require(weight.shape[1] == x.shape[1], "weight",
              f"shape {tuple(weight.shape)} does not match x's hidden size {x.shape[1]}")
     if bias is not None:

@@ -49,8 +49,32 @@ def silu_mul_quant_cases():
         yield
 
 
+def router_gemm_cases():
+    """Each router variant once: dot with and without a cluster split, mma, fp32 weights, bias,
+    bf16 out, a partial expert tile, PDL off. fp32 out within 1e-5 (Frobenius), bf16 out 1e-2."""
+    f32, bf16 = torch.float32, torch.bfloat16
+    paths = [  # (x, weight, out, bias, M, H, E, variant, pdl)
+        (bf16, bf16, f32, None, 1, 7168, 256, "dot", True),
+        (bf16, bf16, f32, None, 16, 7168, 256, "mma", True),
+        (bf16, f32, f32, None, 3, 3072, 256, "dot", False),
+        (bf16, bf16, bf16, bf16, 5, 2880, 128, "mma", True),
+        (f32, f32, bf16, f32, 9, 64, 7, "dot", True),
+        (bf16, bf16, f32, None, 130, 1024, 40, "mma", False),
+    ]
+    for x_dtype, w_dtype, out_dtype, b_dtype, m, h, e, variant, pdl in paths:
+        x = torch.randn(m, h, device="cuda").to(x_dtype)
+        w = torch.randn(e, h, device="cuda").to(w_dtype)
+        b = None if b_dtype is None else torch.randn(e, device="cuda").to(b_dtype)
+        got = cute_kernels.router_gemm(x, w, b, out_dtype=out_dtype, variant=variant, pdl=pdl).double()
+        want = reference.router_gemm(x, w, b).double()
+        err = (torch.linalg.norm(got - want) / torch.linalg.norm(want)).item()
+        assert err <= (1e-5 if out_dtype == f32 else 1e-2), (x_dtype, w_dtype, out_dtype, m, h, e, variant, err)
+        yield
+
+
 if __name__ == "__main__":
     n = sum(1 for _ in pack_topk_cases())
     m = sum(1 for _ in silu_mul_quant_cases())
+    r = sum(1 for _ in router_gemm_cases())
     torch.cuda.synchronize()
-    print(f"sanitizer workload: {n} pack_topk and {m} silu_mul_quant_fp8 launches checked")
+    print(f"sanitizer workload: {n} pack_topk, {m} silu_mul_quant_fp8 and {r} router_gemm launches checked")
