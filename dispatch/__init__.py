@@ -1,0 +1,39 @@
+"""The tier dispatcher: each call runs the best implementation that can run it, on any device.
+
+Every op has an ordered list of tiers (a CuTe kernel first, plain torch last). Each tier has an
+eligibility check that returns None or a one-line reason; the first eligible tier whose tuning
+window contains M runs (``dispatch/tuning.json``, format in ``dispatch.tuning``). Decisions are
+cached per problem (device, dtypes, sizes other than M, options, layout), so a call costs a
+dict lookup and an integer compare on M before the tier itself.
+
+- ``router_gemm``, ``norm_router_gemm``, ``silu_mul_quant_fp8``, ``pack_topk``: the
+  ``cute_kernels`` signatures and the spec's semantics (``cute_kernels.reference``).
+- ``explain(op, *args, **kwargs)``: which tier would run and why each earlier one did not.
+- ``force_tier(op, tier)`` (context manager) or ``CUTE_KERNELS_FORCE_TIER="router_gemm=torch"``;
+  ``CUTE_KERNELS_LOG_DISPATCH=1`` logs each decision once. Both variables are read when a
+  decision is made: after changing them, call ``clear_cache()``.
+- ``register_tier`` / ``remove_tier``: add a kernel without editing this package.
+- torch custom ops ``torch.ops.cute_kernels.*``: torch.compile (fullgraph) traces the public
+  functions into them; the tier is chosen when the compiled graph runs.
+- ``warmup(presets, m_values)``: load every kernel before CUDA-graph capture.
+- ``GateLinear``, ``NormGateLinear``: drop-in gate modules (``nn.Linear`` state_dict layout).
+- ``device_arch``: the arch the decisions see (``dispatch.environment.device_arch``, replaceable
+  in tests to simulate a GPU).
+
+Without the CuTe DSL (and no ahead-of-time kernel directory), on a pre-Hopper GPU or on CPU
+tensors every op runs its torch tier, with the same semantics, and one ``RuntimeWarning`` per
+reason; a CuTe kernel missing from the ahead-of-time directory drops that tier for the problem.
+"""
+
+from . import library, tuning
+from .environment import device_arch
+from .modules import GateLinear, NormGateLinear
+from .ops import norm_router_gemm, pack_topk, router_gemm, silu_mul_quant_fp8
+from .tiers import Explanation, Tier, clear_cache, explain, force_tier, register_tier, remove_tier
+from .preload import WarmupSummary, warmup
+
+__all__ = [
+    "Explanation", "GateLinear", "NormGateLinear", "Tier", "WarmupSummary", "clear_cache", "device_arch",
+    "explain", "force_tier", "library", "norm_router_gemm", "pack_topk", "register_tier", "remove_tier",
+    "router_gemm", "silu_mul_quant_fp8", "tuning", "warmup",
+]

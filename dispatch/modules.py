@@ -1,0 +1,100 @@
+"""Drop-in torch modules for MoE gates, running on the dispatched ops (inference only: the CuTe
+tiers record no autograd graph, so parameters are created with ``requires_grad=False``).
+
+``GateLinear`` has ``nn.Linear``'s state_dict layout (``weight`` [E, H], ``bias`` [E]), so a
+checkpoint's gate loads unchanged. ``NormGateLinear`` holds its RMSNorm weight in a ``norm``
+submodule (an ``nn.RMSNorm``) and its gate in a ``gate`` submodule (a ``GateLinear``): keys
+``norm.weight`` and ``gate.weight``, the layout of an ``nn.RMSNorm`` followed by an
+``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .ops import norm_router_gemm, router_gemm
+
+
+class GateLinear(nn.Module):
+    """Router logits ``x @ weight.T (+ bias)`` in ``out_dtype``, with an optional LoRA adapter.
+
+    With an adapter (``add_lora``) the base GEMM still runs on the fast tier (in fp32 out), then
+    ``scaling * (x @ A.T) @ B.T`` is added in fp32, and the sum is rounded once to
+    ``out_dtype``. Both adapter products go through the router GEMM dispatch too (fp32, no TF32).
+    """
+
+    def __init__(self, hidden_size: int, num_experts: int, bias: bool = False,
+                 params_dtype: torch.dtype = torch.bfloat16, out_dtype: torch.dtype = torch.float32,
+                 device=None, lora_rank: int = 0, lora_scaling: float = 1.0):
+        super().__init__()
+        self.hidden_size, self.num_experts, self.out_dtype = hidden_size, num_experts, out_dtype
+        self.weight = nn.Parameter(torch.empty(num_experts, hidden_size, dtype=params_dtype, device=device),
+                                   requires_grad=False)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(num_experts, dtype=params_dtype, device=device), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self.register_parameter("lora_A", None)
+        self.register_parameter("lora_B", None)
+        self.lora_scaling = 0.0
+        self.reset_parameters()
+        if lora_rank:
+            self.add_lora(torch.zeros(lora_rank, hidden_size, dtype=params_dtype, device=device),
+                          torch.zeros(num_experts, lora_rank, dtype=params_dtype, device=device), lora_scaling)
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's initialisation, so a fresh gate behaves like a fresh nn.Linear."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def add_lora(self, A: torch.Tensor, B: torch.Tensor, scaling: float) -> None:
+        """Sets (or replaces) the adapter: A [r, H], B [E, r]; state_dict keys ``lora_A``, ``lora_B``."""
+        r = A.shape[0]
+        if A.dim() != 2 or B.dim() != 2 or A.shape[1] != self.hidden_size or tuple(B.shape) != (self.num_experts, r):
+            raise ValueError(f"LoRA A must be [r, {self.hidden_size}] and B [{self.num_experts}, r]; got "
+                             f"{tuple(A.shape)} and {tuple(B.shape)}")
+        self.lora_A = nn.Parameter(A.detach().clone(), requires_grad=False)
+        self.lora_B = nn.Parameter(B.detach().clone(), requires_grad=False)
+        self.lora_scaling = float(scaling)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., H] -> logits [..., E]."""
+        if x.dim() != 2:
+            return self(x.reshape(-1, self.hidden_size)).view(*x.shape[:-1], self.num_experts)
+        if self.lora_A is None:
+            return router_gemm(x, self.weight, self.bias, out_dtype=self.out_dtype)
+        logits = router_gemm(x, self.weight, self.bias, out_dtype=torch.float32)
+        delta = router_gemm(router_gemm(x, self.lora_A), self.lora_B)
+        return (logits + self.lora_scaling * delta).to(self.out_dtype)
+
+    def extra_repr(self) -> str:
+        lora = "" if self.lora_A is None else f", lora_rank={self.lora_A.shape[0]}, lora_scaling={self.lora_scaling}"
+        return (f"hidden_size={self.hidden_size}, num_experts={self.num_experts}, bias={self.bias is not None}, "
+                f"params_dtype={self.weight.dtype}, out_dtype={self.out_dtype}{lora}")
+
+
+class NormGateLinear(nn.Module):
+    """RMSNorm fused with the gate: ``forward(x) -> (normed_x, logits)``.
+
+    normed_x is x's dtype (what the experts read), logits ``out_dtype`` from the unrounded normed
+    rows (``cute_kernels.reference.rmsnorm_router_gemm``)."""
+
+    def __init__(self, hidden_size: int, num_experts: int, eps: float = 1e-6,
+                 params_dtype: torch.dtype = torch.bfloat16, gate_dtype: torch.dtype = torch.bfloat16,
+                 out_dtype: torch.dtype = torch.float32, device=None):
+        super().__init__()
+        self.norm = nn.RMSNorm(hidden_size, eps=eps, dtype=params_dtype, device=device).requires_grad_(False)
+        self.gate = GateLinear(hidden_size, num_experts, params_dtype=gate_dtype, out_dtype=out_dtype, device=device)
+
+    def forward(self, x: torch.Tensor):
+        """x [..., H] -> (normed_x [..., H], logits [..., E])."""
+        if x.dim() != 2:
+            normed, logits = self(x.reshape(-1, x.shape[-1]))
+            return normed.view(x.shape), logits.view(*x.shape[:-1], logits.shape[-1])
+        return norm_router_gemm(x, self.norm.weight, self.gate.weight, self.norm.eps,
+                                out_dtype=self.gate.out_dtype)

@@ -1,0 +1,327 @@
+"""Ordered tiers per op, the cached per-problem plans, forcing, explaining and logging.
+
+A *problem* is everything about a call except M (device, dtypes, sizes, options, whether the
+tensors are dense and 16-byte aligned); each op module defines its problem as a NamedTuple, so
+the hot path's plain key tuple and the problem compare and hash alike. A problem's *plan* is a
+tuple of ``(lo, hi, impl)`` rows: the first row with ``lo <= M <= hi`` runs. Plans are built once
+per problem (eligibility, tuning windows, forcing, warnings, logging) and are all the per-call
+path ever reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import warnings
+from typing import Callable
+
+from . import tuning
+from .environment import Unavailable
+
+FORCE_ENV = "CUTE_KERNELS_FORCE_TIER"
+LOG_ENV = "CUTE_KERNELS_LOG_DISPATCH"
+NO_LIMIT = tuning.NO_LIMIT
+
+logger = logging.getLogger("cute_kernels.dispatch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tier:
+    """One implementation of an op.
+
+    ``eligible(problem)`` returns None when the tier can run the problem, else a one-line
+    reason; it never sees M (plans are cached per problem). ``impl`` takes the op's positional
+    arguments (see ``register_tier``). ``max_rows(problem)``, if given, is the largest M the
+    implementation takes (32-bit indexing limits)."""
+
+    name: str
+    eligible: Callable
+    impl: Callable
+    max_rows: Callable | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    tier: Tier
+    reason: str | None  # why it cannot run this problem; None when it can
+    window: tuple[int, int]  # M range from the tuning table
+    max_rows: int
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        return self.window[0], min(self.window[1], self.max_rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    """Which tier a call would run and why each tier before it was passed over.
+
+    ``steps`` holds ``(tier, verdict)`` for every tier in order; ``str()`` renders it."""
+
+    op: str
+    m: int
+    call: str
+    tier: str
+    steps: tuple[tuple[str, str], ...]
+    tuning_source: str
+    forced: str | None
+
+    def __str__(self) -> str:
+        lines = [f"{self.op}: {self.call}", f"  runs tier {self.tier!r}"
+                 + (f" (forced by {self.forced})" if self.forced else f" (tuning: {self.tuning_source})")]
+        lines += [f"  {'*' if name == self.tier else '-'} {name}: {verdict}" for name, verdict in self.steps]
+        return "\n".join(lines)
+
+
+class OpTiers:
+    """The tiers of one op, in order of preference, and its plans."""
+
+    def __init__(self, name: str, tiers: list[Tier], problem_of: Callable):
+        self.name = name
+        self.tiers = tiers
+        self.problem_of = problem_of  # (public args) -> (problem, M); raises on invalid ones
+        self.plans: dict = {}
+        self.missing: dict = {}  # (problem, tier name) -> why: the tier found no compiled kernel
+
+    def tier(self, name: str) -> Tier:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise ValueError(f"{self.name} has no tier {name!r}; its tiers: {', '.join(self.names())}")
+
+    def names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+    def verdicts(self, problem) -> tuple[list[Verdict], str]:
+        windows, source = tuning.windows(self.name, problem.arch, *problem.tuning_key)
+        out = []
+        for t in self.tiers:
+            limit = t.max_rows(problem) if t.max_rows is not None else NO_LIMIT
+            reason = self.missing.get((problem, t.name)) or t.eligible(problem)
+            out.append(Verdict(t, reason, windows.get(t.name, (0, NO_LIMIT)), limit))
+        return out, source
+
+    def decide(self, problem):
+        """``(rows, verdicts, tuning source, forced)``; rows are ``(lo, hi, tier)``, first match runs."""
+        forced = forced_tier(self.name)
+        verdicts, source = self.verdicts(problem)
+        if forced is None:
+            return _rows(verdicts), verdicts, source, None
+        name, by = forced
+        v = next((v for v in verdicts if v.tier.name == name), None)
+        if v is None:
+            self.tier(name)  # raises, listing the tiers
+        if v.reason is not None:
+            raise ValueError(f"{self.name}: tier {name!r} (forced by {by}) is not eligible: {v.reason}")
+        return [(0, v.max_rows, v.tier)], verdicts, source, forced
+
+    def plan(self, problem) -> tuple:
+        """Builds, caches and returns the problem's plan (warns and logs here, once)."""
+        rows, verdicts, source, forced = self.decide(problem)
+        if forced is None:
+            _warn_unavailable(self.name, verdicts, rows[-1][2].name)
+        if os.environ.get(LOG_ENV) == "1":
+            _log(f"{self.name} {problem.describe(None)}: {_render(rows)}"
+                 + (f" (forced by {forced[1]})" if forced else f" (tuning: {source})")
+                 + "".join(f"; {v.tier.name} skipped: {v.reason}" for v in verdicts if v.reason))
+        plan = tuple((lo, hi, t.impl) for lo, hi, t in rows)
+        self.plans[problem] = plan
+        return plan
+
+    def segments(self, problem) -> list[tuple[int, int, str]]:
+        """``(lo, hi, tier name)`` per M range for this problem, as the plan decides it."""
+        return _segments(self.decide(problem)[0])
+
+    def explain(self, problem, m: int) -> Explanation:
+        rows, verdicts, source, forced = self.decide(problem)
+        chosen = next((t.name for lo, hi, t in rows if lo <= m <= hi), None)
+        if chosen is None:
+            raise self.no_tier(m)
+        steps, after = [], False
+        for v in verdicts:
+            name, (lo, hi) = v.tier.name, v.rows
+            if forced is not None and name != chosen:
+                verdict = "not considered (another tier is forced)"
+            elif v.reason is not None:
+                verdict = f"{'not eligible' if after else 'skipped'}: {v.reason}"
+            elif name == chosen:
+                in_window = forced is not None or lo <= m <= hi
+                verdict = "runs" if in_window else "runs: no tuning window claims M, so the last eligible tier does"
+                after = True
+            elif after:
+                verdict = "eligible, not needed"
+            elif m > v.max_rows:
+                verdict = f"skipped: M={m} is over its limit of {v.max_rows} rows"
+            else:
+                verdict = f"skipped: the tuning table gives it M in {_span(*v.window)}"
+            steps.append((name, verdict))
+        return Explanation(self.name, m, problem.describe(m), chosen, tuple(steps), source,
+                           forced[1] if forced else None)
+
+    def kernel_missing(self, problem, impl, error: Exception) -> None:
+        """A CuTe tier had no compiled kernel (no DSL to build it, none ahead of time): the
+        problem's plan is rebuilt without that tier, which warns once."""
+        name = next(t.name for t in self.tiers if t.impl is impl)
+        self.missing[(problem, name)] = Unavailable(f"no compiled kernel and no CuTe DSL to build one ({error})")
+        self.plans.pop(problem, None)
+
+    def no_tier(self, m: int) -> ValueError:
+        """The error for an M that no row of the plan takes (over every row limit)."""
+        forced = forced_tier(self.name)
+        if forced is not None:
+            return ValueError(f"{self.name}: tier {forced[0]!r} (forced by {forced[1]}) cannot take M={m}: "
+                              "over its row limit")
+        return ValueError(f"{self.name}: no eligible tier can take M={m}")
+
+
+def _rows(verdicts: list[Verdict]) -> list[tuple[int, int, Tier]]:
+    eligible = [v for v in verdicts if v.reason is None]
+    if not eligible:
+        raise RuntimeError("no tier is eligible: the last tier of every op must always be eligible")
+    last = eligible[-1]
+    return [(*v.rows, v.tier) for v in eligible] + [(0, last.max_rows, last.tier)]
+
+
+def _segments(rows) -> list[tuple[int, int, str]]:
+    starts = sorted({0} | {lo for lo, _, _ in rows} | {hi + 1 for _, hi, _ in rows if hi < NO_LIMIT})
+    segments = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] - 1 if i + 1 < len(starts) else NO_LIMIT
+        name = next((t.name for lo, hi, t in rows if lo <= start <= hi), "(none: over every tier's limit)")
+        if segments and segments[-1][2] == name:
+            segments[-1] = (segments[-1][0], end, name)
+        else:
+            segments.append((start, end, name))
+    return segments
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"[{lo}, {'inf' if hi >= NO_LIMIT else hi}]"
+
+
+def _render(rows) -> str:
+    return ", ".join(f"M in {_span(lo, hi)}: {name}" for lo, hi, name in _segments(rows))
+
+
+_warned: set[str] = set()
+
+
+def _warn_unavailable(op: str, verdicts: list[Verdict], fallback: str) -> None:
+    for v in verdicts:
+        if isinstance(v.reason, Unavailable) and v.reason not in _warned:
+            _warned.add(v.reason)
+            warnings.warn(f"cute_kernels dispatch: {v.reason}; {op} and the other ops fall back to their "
+                          f"{fallback!r} tier (same results, slower). dispatch.explain(...) says why per call.",
+                          RuntimeWarning, stacklevel=5)
+
+
+def _log(message: str) -> None:
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    if not logger.handlers and not logging.getLogger().handlers:
+        logger.addHandler(logging.StreamHandler())
+    logger.info(message)
+
+
+# -- registry, forcing ------------------------------------------------------------------------
+OPS: dict[str, OpTiers] = {}
+_forced_in_context: dict[str, str] = {}
+
+
+def add_op(op: OpTiers) -> OpTiers:
+    OPS[op.name] = op
+    return op
+
+
+def op_tiers(op: str) -> OpTiers:
+    try:
+        return OPS[op]
+    except KeyError:
+        raise ValueError(f"unknown op {op!r}; dispatched ops: {', '.join(OPS)}") from None
+
+
+def clear_cache() -> None:
+    """Forgets every plan: call it after changing the environment variables or the table."""
+    for op in OPS.values():
+        op.plans.clear()
+        op.missing.clear()
+
+
+def forced_tier(op: str) -> tuple[str, str] | None:
+    """``(tier, what forced it)`` or None. The context manager wins over the environment."""
+    if op in _forced_in_context:
+        return _forced_in_context[op], "dispatch.force_tier"
+    text = os.environ.get(FORCE_ENV, "")
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, tier = (s.strip() for s in item.partition("="))
+        if not sep or not tier:
+            raise ValueError(f"{FORCE_ENV}={text!r}: expected comma-separated op=tier pairs")
+        op_tiers(name).tier(tier)  # unknown op or tier: ValueError naming the valid ones
+        if name == op:
+            return tier, f"{FORCE_ENV}"
+    return None
+
+
+@contextlib.contextmanager
+def force_tier(op: str, tier: str):
+    """Within the block, ``op`` runs on ``tier`` (process-wide, for every thread).
+
+    A call the tier cannot run raises ValueError naming the tier and the reason."""
+    op_tiers(op).tier(tier)
+    previous = _forced_in_context.get(op)
+    _forced_in_context[op] = tier
+    clear_cache()
+    try:
+        yield
+    finally:
+        if previous is None:
+            del _forced_in_context[op]
+        else:
+            _forced_in_context[op] = previous
+        clear_cache()
+
+
+def register_tier(op: str, name: str, eligible: Callable, impl: Callable, *, before: str | None = None,
+                  after: str | None = None, max_rows: Callable | None = None) -> None:
+    """Adds a tier to ``op`` without editing this package (first in order unless placed).
+
+    ``eligible(problem) -> None | str`` sees the op's problem (a NamedTuple; its fields are in
+    the op module's docstring, e.g. ``dispatch.router``) and never M: decisions are cached per
+    problem. ``impl`` takes the op's positional arguments:
+
+    - router_gemm: ``(x, weight, bias, out_dtype, out)``
+    - norm_router_gemm: ``(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)``
+    - silu_mul_quant_fp8: ``(x, group_size, scale_ub, ue8m0, scale_layout, out, scales)``
+    - pack_topk: ``(ids, weights, out)``
+
+    and must return what the op returns, writing into the ``out`` tensors when they are given.
+    The tuning table may name the tier to give it an M window."""
+    ops = op_tiers(op)
+    if name in ops.names():
+        raise ValueError(f"{op} already has a tier {name!r}")
+    if before is not None and after is not None:
+        raise ValueError("give at most one of before= and after=")
+    if before is not None:
+        index = ops.names().index(ops.tier(before).name)
+    elif after is not None:
+        index = ops.names().index(ops.tier(after).name) + 1
+    else:
+        index = 0
+    ops.tiers.insert(index, Tier(name, eligible, impl, max_rows))
+    clear_cache()
+
+
+def remove_tier(op: str, name: str) -> None:
+    """Removes a tier added with ``register_tier``."""
+    ops = op_tiers(op)
+    ops.tiers.remove(ops.tier(name))
+    clear_cache()
+
+
+def explain(op: str, *args, **kwargs) -> Explanation:
+    """Which tier ``dispatch.<op>(*args, **kwargs)`` would run, and why earlier tiers did not."""
+    ops = op_tiers(op)
+    problem, m = ops.problem_of(*args, **kwargs)
+    return ops.explain(problem, m)

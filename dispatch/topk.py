@@ -1,0 +1,112 @@
+"""Top-k packing tiers: ``cute`` (``cute_kernels.pack_topk``), then ``torch`` (the spec,
+``cute_kernels.reference.pack_topk``).
+
+The problem (``PackTopkProblem``): ``device``, ``ids_dtype``, ``weights_dtype``, ``k`` and
+``dense`` (ids, weights and out contiguous; the kernel specialises on alignment itself);
+``arch`` is the device's arch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from . import environment, tiers
+from .torch_math import check_out, check_tensor, dtype_name, require
+
+spec = environment.torch_only_module("reference")
+MAX_ELEMENTS = 2**31 - 1
+
+
+class PackTopkProblem(NamedTuple):
+    device: torch.device
+    ids_dtype: torch.dtype
+    weights_dtype: torch.dtype
+    k: int
+    dense: bool
+
+    @property
+    def arch(self) -> str | None:
+        return environment.device_arch(self.device)
+
+    @property
+    def tuning_key(self):
+        return (dtype_name(self.ids_dtype), dtype_name(self.weights_dtype)), (self.k,)
+
+    def describe(self, m: int | None) -> str:
+        return (f"ids {dtype_name(self.ids_dtype)} [{'T' if m is None else m}, {self.k}], weights "
+                f"{dtype_name(self.weights_dtype)}{'' if self.dense else ' (not contiguous)'} on {self.device} "
+                f"({self.arch or 'no GPU arch'})")
+
+
+def problem_key(ids, weights, out):
+    m, k = ids.shape
+    is_dense = ids.is_contiguous() and weights.is_contiguous() and (out is None or out.is_contiguous())
+    return (ids.device, ids.dtype, weights.dtype, k, is_dense), m
+
+
+def check_args(ids, weights, out) -> None:
+    check_tensor("ids", ids, 2, (torch.int32, torch.int64))
+    check_tensor("weights", weights, 2, (torch.float32, torch.bfloat16))
+    require(weights.shape == ids.shape,
+            f"weights has shape {tuple(weights.shape)}, not ids' shape {tuple(ids.shape)}")
+    if out is not None:
+        check_tensor("out", out, 2, (torch.int32,))
+
+
+def run(ids, weights, out):
+    """The eager path: cached plan, integer compare on T, the tier."""
+    try:
+        key, m = problem_key(ids, weights, out)
+    except (AttributeError, TypeError, ValueError):
+        check_args(ids, weights, out)
+        raise
+    plan = PACK_TOPK.plans.get(key)
+    if plan is None:
+        check_args(ids, weights, out)
+        plan = PACK_TOPK.plan(PackTopkProblem(*key))
+    for lo, hi, impl in plan:
+        if lo <= m <= hi:
+            try:
+                return impl(ids, weights, out)
+            except environment.MISSING_KERNEL_ERRORS as e:
+                PACK_TOPK.kernel_missing(key, impl, e)
+                return run(ids, weights, out)
+    raise PACK_TOPK.no_tier(m)
+
+
+def problem_of(ids, weights, *, out=None):
+    check_args(ids, weights, out)
+    key, m = problem_key(ids, weights, out)
+    return PackTopkProblem(*key), m
+
+
+def _cute_eligible(p: PackTopkProblem) -> str | None:
+    if not p.dense:
+        return "ids, weights and out must be contiguous"
+    return environment.cute_unavailable(p.device, "pack_topk")
+
+
+def _cute_max_rows(p: PackTopkProblem) -> int:
+    return MAX_ELEMENTS // max(p.k, 1)
+
+
+def _cute(ids, weights, out):
+    import cute_kernels
+
+    return cute_kernels.pack_topk(ids, weights, out=out)
+
+
+def _torch(ids, weights, out):
+    packed = spec.pack_topk(ids, weights)
+    if out is None:
+        return packed
+    check_out("out", out, tuple(packed.shape), torch.int32)
+    return out.copy_(packed)
+
+
+PACK_TOPK = tiers.add_op(tiers.OpTiers("pack_topk", [
+    tiers.Tier("cute", _cute_eligible, _cute, _cute_max_rows),
+    tiers.Tier("torch", lambda p: None, _torch),
+], problem_of))

@@ -1,0 +1,78 @@
+"""Plain-torch building blocks of the fallback tiers, and argument checks shared by the ops.
+
+fp32 GEMMs here never use TF32: fp32 router weights are meant to stay fp32 (the spec rounds
+nothing before the sum), whatever ``torch.backends.cuda.matmul.allow_tf32`` says globally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@contextlib.contextmanager
+def _ieee_fp32_matmul():
+    # A process-wide flag: restored at once; another thread's GEMM in this window loses TF32.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def linear_fp32(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T (+ bias)`` with fp32 operands and fp32 products and sums."""
+    b = None if bias is None else bias.float()
+    if x.is_cuda and torch.backends.cuda.matmul.allow_tf32:
+        with _ieee_fp32_matmul():
+            return F.linear(x.float(), weight.float(), b)
+    return F.linear(x.float(), weight.float(), b)
+
+
+def rms_norm_fp32(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x / sqrt(mean(x**2) + eps) * weight`` in fp32, unrounded to x's dtype."""
+    xf = x.float()
+    return xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps) * weight.float()
+
+
+def finish(value: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None, name: str) -> torch.Tensor:
+    """``value`` rounded once to ``dtype``, into ``out`` when it is given."""
+    if out is None:
+        return value.to(dtype)
+    check_out(name, out, tuple(value.shape), dtype)
+    return out.copy_(value)
+
+
+def check_out(name: str, out, shape: tuple, dtype: torch.dtype) -> None:
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(out).__name__}")
+    if out.dtype != dtype or tuple(out.shape) != shape:
+        raise ValueError(f"{name} must be {dtype_name(dtype)} {list(shape)}; got "
+                         f"{dtype_name(out.dtype)} {list(out.shape)}")
+
+
+def check_tensor(name: str, t, ndim: int, dtypes: tuple) -> None:
+    """Type, rank and dtype, with the errors the spec raises (TypeError / ValueError)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D; got shape {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        allowed = ", ".join(dtype_name(d) for d in dtypes)
+        raise TypeError(f"{name} must have dtype {allowed}; got {dtype_name(t.dtype)}")
+
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def dense(t: torch.Tensor, align: int = 16) -> bool:
+    """Contiguous with an ``align``-byte aligned data pointer (what the vectorised kernels need)."""
+    return t.is_contiguous() and not t.data_ptr() % align
