@@ -7,6 +7,7 @@ import functools
 import torch
 
 from . import bridge
+from .kernels.common import WIDTHS
 from .kernels.router_gemm import RouterGemm
 from .kernels.silu_mul_quant import SiluMulQuantFp8
 from .kernels.topk_pack import TopkPack
@@ -183,7 +184,6 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
     m_tile = router_m_tile(variant, m)
     m_tiles = -(-m // m_tile)
     e_tiles = (16, 32, 64) if variant == "mma" else (4, 8, 16, 32)
-    elem = lambda name: torch.finfo(getattr(torch, name)).bits // 8  # noqa: E731
     best = None
     for e_tile in e_tiles:
         for split_k in (1, 2, 4, 8):
@@ -192,16 +192,21 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
             ctas = -(-e // e_tile) * split_k * m_tiles
             if split_k > n_k:
                 continue
-            cta_bytes = (e_tile * elem(w_dtype) + m_tile * elem(x_dtype)) * -(-h // split_k)
+            cta_bytes = (e_tile * WIDTHS[w_dtype] + m_tile * WIDTHS[x_dtype]) // 8 * -(-h // split_k)
             waves = -(-ctas // num_sms)
             score = (cta_bytes * waves, ctas, split_k)
             if best is None or score < best[0]:
-                best = (score, e_tile, split_k, -(-n_k // split_k))
-    _, e_tile, split_k, k_per_cta = best
+                best = (score, e_tile, split_k)
+    _, e_tile, split_k = best
     one = RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, 1, pdl)
-    stage = one.smem_bytes() - one.red_slices * m_tile * e_tile * 4
-    stages = max(2, min(k_per_cta, (ROUTER_SMEM_BUDGET - one.red_slices * m_tile * e_tile * 4) // stage))
+    stages = max(2, router_stages(one, h))
     return RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, stages, pdl)
+
+
+def router_stages(kernel: RouterGemm, h: int) -> int:
+    """Ring depth: a CTA's whole share of H in flight, as far as the shared-memory budget allows."""
+    k_per_cta = -(-(-(-h // kernel.k_tile)) // kernel.split_k)
+    return min(k_per_cta, (ROUTER_SMEM_BUDGET - kernel.red_bytes) // kernel.smem_per_stage)
 
 
 @functools.lru_cache(maxsize=None)

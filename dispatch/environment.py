@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import sys
-from pathlib import Path
 
 import torch
 
@@ -98,19 +96,3 @@ def cute_unavailable(device: torch.device, function_name: str) -> str | None:
     if getattr(module, function_name, None) is None:
         return f"cute_kernels.{function_name} is not built in this version"
     return None
-
-
-def torch_only_module(name: str):
-    """``cute_kernels.<name>`` for a module that needs only torch (the spec, the presets).
-
-    The package's ``__init__`` imports the kernels and with them the CuTe DSL; without the DSL
-    that import fails, so such a module is then loaded from its file instead."""
-    try:
-        return importlib.import_module(f"cute_kernels.{name}")
-    except Exception:  # noqa: BLE001 - the package (not this module) failed to import
-        package = importlib.util.find_spec("cute_kernels")
-        path = Path(package.origin).parent / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"dispatch._cute_kernels_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module

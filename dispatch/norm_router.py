@@ -76,23 +76,13 @@ def check_args(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_o
 
 def run(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
     """The eager path: cached plan, integer compare on M, the tier."""
+    args = (x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
     try:
         key, m = problem_key(x, norm_weight, gate_weight, out_dtype, normed_out, logits_out)
     except (AttributeError, TypeError, ValueError):
-        check_args(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
+        check_args(*args)
         raise
-    plan = NORM_ROUTER.plans.get(key)
-    if plan is None:
-        check_args(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
-        plan = NORM_ROUTER.plan(NormRouterProblem(*key))
-    for lo, hi, impl in plan:
-        if lo <= m <= hi:
-            try:
-                return impl(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
-            except environment.MISSING_KERNEL_ERRORS as e:
-                NORM_ROUTER.kernel_missing(key, impl, e)
-                return run(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
-    raise NORM_ROUTER.no_tier(m)
+    return NORM_ROUTER.run(key, m, args, check_args, NormRouterProblem)
 
 
 def problem_of(x, norm_weight, gate_weight, eps=1e-6, *, out_dtype=torch.float32, normed_out=None,

@@ -12,9 +12,10 @@ import time
 
 import torch
 
-from . import environment, ops, tiers
+from cute_kernels import presets as _presets
 
-_presets = environment.torch_only_module("presets")
+from . import ops, tiers
+
 LARGEST_DEFAULT_M = 16384  # tiers that only take over above this (row limits) are not warmed by default
 
 

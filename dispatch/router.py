@@ -85,23 +85,13 @@ def check_args(x, weight, bias, out_dtype, out) -> None:
 
 def run(x, weight, bias, out_dtype, out):
     """The eager path: cached plan, integer compare on M, the tier."""
+    args = (x, weight, bias, out_dtype, out)
     try:
         key, m = problem_key(x, weight, bias, out_dtype, out)
     except (AttributeError, TypeError, ValueError):
-        check_args(x, weight, bias, out_dtype, out)
+        check_args(*args)
         raise
-    plan = ROUTER.plans.get(key)
-    if plan is None:
-        check_args(x, weight, bias, out_dtype, out)
-        plan = ROUTER.plan(RouterProblem(*key))
-    for lo, hi, impl in plan:
-        if lo <= m <= hi:
-            try:
-                return impl(x, weight, bias, out_dtype, out)
-            except environment.MISSING_KERNEL_ERRORS as e:
-                ROUTER.kernel_missing(key, impl, e)
-                return run(x, weight, bias, out_dtype, out)
-    raise ROUTER.no_tier(m)
+    return ROUTER.run(key, m, args, check_args, RouterProblem)
 
 
 def problem_of(x, weight, bias=None, *, out_dtype=torch.float32, out=None):

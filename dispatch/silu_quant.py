@@ -13,10 +13,11 @@ from typing import NamedTuple
 
 import torch
 
+from cute_kernels import reference as spec
+
 from . import environment, tiers
 from .torch_math import check_out, check_tensor, dense, dtype_name, require
 
-spec = environment.torch_only_module("reference")
 MAX_ELEMENTS = 2**31 - 1
 
 
@@ -75,23 +76,13 @@ def check_args(x, group_size, scale_ub, ue8m0, scale_layout, out, scales) -> Non
 
 def run(x, group_size, scale_ub, ue8m0, scale_layout, out, scales):
     """The eager path: cached plan, integer compare on T, the tier."""
+    args = (x, group_size, scale_ub, ue8m0, scale_layout, out, scales)
     try:
         key, m = problem_key(x, group_size, scale_ub, ue8m0, scale_layout, out, scales)
     except (AttributeError, TypeError, ValueError):
-        check_args(x, group_size, scale_ub, ue8m0, scale_layout, out, scales)
+        check_args(*args)
         raise
-    plan = SILU_QUANT.plans.get(key)
-    if plan is None:
-        check_args(x, group_size, scale_ub, ue8m0, scale_layout, out, scales)
-        plan = SILU_QUANT.plan(SiluQuantProblem(*key))
-    for lo, hi, impl in plan:
-        if lo <= m <= hi:
-            try:
-                return impl(x, group_size, scale_ub, ue8m0, scale_layout, out, scales)
-            except environment.MISSING_KERNEL_ERRORS as e:
-                SILU_QUANT.kernel_missing(key, impl, e)
-                return run(x, group_size, scale_ub, ue8m0, scale_layout, out, scales)
-    raise SILU_QUANT.no_tier(m)
+    return SILU_QUANT.run(key, m, args, check_args, SiluQuantProblem)
 
 
 def problem_of(x, group_size=128, *, scale_ub=None, ue8m0=False, scale_layout="row", out=None, scales=None):

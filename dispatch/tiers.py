@@ -18,6 +18,7 @@ import warnings
 from typing import Callable
 
 from . import tuning
+from . import environment
 from .environment import Unavailable
 
 FORCE_ENV = "CUTE_KERNELS_FORCE_TIER"
@@ -159,6 +160,22 @@ class OpTiers:
             steps.append((name, verdict))
         return Explanation(self.name, m, problem.describe(m), chosen, tuple(steps), source,
                            forced[1] if forced else None)
+
+    def run(self, key, m: int, args: tuple, check_args: Callable, problem_type):
+        """The eager path: the cached plan for ``key``, an integer compare on M, the tier.
+        ``check_args(*args)`` runs only when a new problem's plan is built, to name bad arguments."""
+        plan = self.plans.get(key)
+        if plan is None:
+            check_args(*args)
+            plan = self.plan(problem_type(*key))
+        for lo, hi, impl in plan:
+            if lo <= m <= hi:
+                try:
+                    return impl(*args)
+                except environment.MISSING_KERNEL_ERRORS as e:
+                    self.kernel_missing(key, impl, e)
+                    return self.run(key, m, args, check_args, problem_type)
+        raise self.no_tier(m)
 
     def kernel_missing(self, problem, impl, error: Exception) -> None:
         """A CuTe tier had no compiled kernel (no DSL to build it, none ahead of time): the

@@ -12,10 +12,11 @@ from typing import NamedTuple
 
 import torch
 
+from cute_kernels import reference as spec
+
 from . import environment, tiers
 from .torch_math import check_out, check_tensor, dtype_name, require
 
-spec = environment.torch_only_module("reference")
 MAX_ELEMENTS = 2**31 - 1
 
 
@@ -57,23 +58,13 @@ def check_args(ids, weights, out) -> None:
 
 def run(ids, weights, out):
     """The eager path: cached plan, integer compare on T, the tier."""
+    args = (ids, weights, out)
     try:
         key, m = problem_key(ids, weights, out)
     except (AttributeError, TypeError, ValueError):
-        check_args(ids, weights, out)
+        check_args(*args)
         raise
-    plan = PACK_TOPK.plans.get(key)
-    if plan is None:
-        check_args(ids, weights, out)
-        plan = PACK_TOPK.plan(PackTopkProblem(*key))
-    for lo, hi, impl in plan:
-        if lo <= m <= hi:
-            try:
-                return impl(ids, weights, out)
-            except environment.MISSING_KERNEL_ERRORS as e:
-                PACK_TOPK.kernel_missing(key, impl, e)
-                return run(ids, weights, out)
-    raise PACK_TOPK.no_tier(m)
+    return PACK_TOPK.run(key, m, args, check_args, PackTopkProblem)
 
 
 def problem_of(ids, weights, *, out=None):

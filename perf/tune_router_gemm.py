@@ -35,9 +35,7 @@ def candidates(preset, m: int):
             if m_tile < ops.router_m_tile(variant, m) // 2 or m_tile > ops.router_m_tile(variant, m):
                 continue  # only the bucket's tile and the next smaller one
             probe = RouterGemm(*names, out, bias, variant, e_tile, m_tile, split_k, 1, True)
-            k_per_cta = -(-(-(-preset.hidden_size // probe.k_tile)) // split_k)
-            stage = probe.smem_bytes() - probe.red_slices * m_tile * e_tile * 4
-            stages = min(k_per_cta, (ops.ROUTER_SMEM_BUDGET - probe.red_slices * m_tile * e_tile * 4) // stage)
+            stages = ops.router_stages(probe, preset.hidden_size)
             if stages >= 2:
                 yield RouterGemm(*names, out, bias, variant, e_tile, m_tile, split_k, stages, True)
 

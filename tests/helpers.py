@@ -1,4 +1,4 @@
-"""Shared GPU-test helpers (imported by the *_gpu.py test files)."""
+"""Shared test helpers: a busy non-default stream, and the tolerances the tests state."""
 
 import torch
 
@@ -17,3 +17,24 @@ def run_on_busy_stream(op, *inputs):
         result = op(*staged)
     s.synchronize()
     return result
+
+
+def rel_frobenius(got, want):
+    got, want = got.double(), want.double()
+    return float(torch.linalg.norm(got - want) / torch.linalg.norm(want).clamp_min(1e-300))
+
+
+def within_one_bf16_ulp(got, want, slack=0.0):
+    """|got - want| <= one bf16 ulp at want's magnitude (2**(e - 7) for |want| in [2**e, 2**(e+1)))
+    + ``slack`` (for logits: ``fp32_sum_error``)."""
+    want64 = want.double()
+    ulp = torch.exp2(torch.floor(torch.log2(want64.abs().clamp_min(2.0**-126))) - 7)
+    return bool(((got.double() - want64).abs() <= ulp + slack).all())
+
+
+def fp32_sum_error(a, b):
+    """A bound on the fp32 accumulation error of ``a @ b.T``: 8 * sqrt(H) * 2**-24 * (|a| @ |b|.T).
+
+    Below a bf16 ulp except where the sum cancels to far less than its terms; there the bf16
+    result can be off by more than one ulp of the (tiny) exact value."""
+    return 8 * a.shape[1] ** 0.5 * 2.0**-24 * (a.double().abs() @ b.double().abs().T)

@@ -12,6 +12,7 @@ from torch import nn
 
 import dispatch
 from cute_kernels import reference as spec
+from helpers import rel_frobenius, within_one_bf16_ulp, fp32_sum_error
 
 pytestmark = pytest.mark.filterwarnings("ignore:cute_kernels dispatch:RuntimeWarning")
 BF16, FP32 = torch.bfloat16, torch.float32
@@ -24,24 +25,7 @@ def fresh_decisions():
     dispatch.clear_cache()
 
 
-def rel_frobenius(got, want):
-    return float(torch.linalg.norm(got.double() - want) / torch.linalg.norm(want))
 
-
-def within_one_bf16_ulp(got, want, slack=0.0):
-    """|got - want| <= one bf16 ulp at want's magnitude (2**(e - 7) for |want| in [2**e, 2**(e+1)))
-    + ``slack`` (for logits: ``fp32_sum_error``)."""
-    want64 = want.double()
-    ulp = torch.exp2(torch.floor(torch.log2(want64.abs().clamp_min(2.0**-126))) - 7)
-    return bool(((got.double() - want64).abs() <= ulp + slack).all())
-
-
-def fp32_sum_error(a, b):
-    """A bound on the fp32 accumulation error of ``a @ b.T``: 8 * sqrt(H) * 2**-24 * (|a| @ |b|.T).
-
-    Below a bf16 ulp except where the sum cancels to far less than its terms; there the bf16
-    result can be off by more than one ulp of the (tiny) exact value."""
-    return 8 * a.shape[1] ** 0.5 * 2.0**-24 * (a.double().abs() @ b.double().abs().T)
 
 
 @pytest.mark.parametrize("bias", [False, True])

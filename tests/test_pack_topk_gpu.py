@@ -5,6 +5,7 @@ import torch
 
 import cute_kernels
 from cute_kernels import reference
+from helpers import run_on_busy_stream
 
 pytestmark = pytest.mark.gpu
 POISON = -1  # unreachable: it needs id bits 0xFFFF, and ids here stay below 0x8000 (or are checked)
@@ -79,15 +80,7 @@ def test_rejects_what_it_cannot_do_correctly(gen):
 def test_non_default_stream_orders_after_producer(gen):
     """The kernel runs on torch's current stream: it must see ids written just before on it."""
     ids, w = make(4096, 8, torch.int64, torch.float32, gen)
-    src = torch.randn(4096, 4096, device="cuda")
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        staged = torch.zeros_like(ids)
-        torch.mm(src, src)  # keeps the stream busy so a wrong-stream launch would read zeros
-        staged.copy_(ids)
-        out = cute_kernels.pack_topk(staged, w)
-    s.synchronize()
+    out = run_on_busy_stream(cute_kernels.pack_topk, ids, w)
     assert torch.equal(out, reference.pack_topk(ids, w))
 
 

@@ -82,10 +82,22 @@ class RouterGemm:
         """Partial tiles per CTA: the mma warps each cover every (token, expert) of the tile."""
         return self.consumer_warps if self.variant == "mma" else 1
 
+    @property
+    def stage_bytes(self) -> int:
+        """Bytes one ring stage receives by TMA: a W tile and an x tile."""
+        return self.k_tile * (self.e_tile * WIDTHS[self.w_dtype] + self.m_tile * WIDTHS[self.x_dtype]) // 8
+
+    @property
+    def smem_per_stage(self) -> int:
+        return self.stage_bytes + 2 * 8  # + its full and empty mbarriers
+
+    @property
+    def red_bytes(self) -> int:
+        """The fp32 partial tiles the epilogue reduces."""
+        return self.red_slices * self.m_tile * self.e_tile * 4
+
     def smem_bytes(self) -> int:
-        elem = lambda name: WIDTHS[name] // 8  # noqa: E731
-        stage = self.k_tile * (self.e_tile * elem(self.w_dtype) + self.m_tile * elem(self.x_dtype))
-        return self.stages * stage + self.red_slices * self.m_tile * self.e_tile * 4 + 2 * self.stages * 8
+        return self.stages * self.smem_per_stage + self.red_bytes
 
     def fake_args(self):
         m, e = cute.sym_int(), cute.sym_int()
@@ -174,7 +186,7 @@ class RouterGemm:
                                            cute.group_modes(s_w, 0, 2), cute.group_modes(g_w, 0, 2))
         t_sx, t_gx = cpasync.tma_partition(tma_x_atom, 0, cute.make_layout(1),
                                            cute.group_modes(s_x, 0, 2), cute.group_modes(g_x, 0, 2))
-        stage_bytes = k_tile * (self.e_tile * dtype(self.w_dtype).width + self.m_tile * dtype(self.x_dtype).width) // 8
+        stage_bytes = self.stage_bytes
         cpasync.prefetch_descriptor(tma_w_atom)
         cpasync.prefetch_descriptor(tma_x_atom)
         first = cutlass.min(k_count, stages)
