@@ -5,7 +5,7 @@ semantics are the plain-torch functions of ``cute_kernels.reference``.
 """
 
 from . import presets, reference
-from .ops import pack_topk, router_gemm, silu_mul_quant_fp8
+from .ops import norm_router_gemm, pack_topk, router_gemm, silu_mul_quant_fp8
 
 __version__ = "0.1.0"
-__all__ = ["pack_topk", "presets", "reference", "router_gemm", "silu_mul_quant_fp8"]
+__all__ = ["norm_router_gemm", "pack_topk", "presets", "reference", "router_gemm", "silu_mul_quant_fp8"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import itertools
 
-from .ops import pack_topk_kernel, router_gemm_kernel, router_gemm_variant, silu_mul_quant_kernel
+from .ops import (norm_router_gemm_kernel, pack_topk_kernel, router_gemm_kernel, router_gemm_variant,
+                  silu_mul_quant_kernel)
 from .presets import Preset
 
 ROUTER_M_VALUES = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # one per M bucket of either variant
+NORM_ROUTER_M_VALUES = (1, 2, 4, 8)  # the fused kernel's M buckets (larger M tiles by 8)
 TOPK_IDS_DTYPES = ("int32", "int64")
 TOPK_WEIGHTS_DTYPES = ("float32", "bfloat16")
 
@@ -38,12 +40,22 @@ def router_kernels(preset: Preset, m_values=ROUTER_M_VALUES, pdl: bool = True, x
     return sorted(kernels, key=repr)
 
 
+def norm_router_kernels(preset: Preset, m_values=NORM_ROUTER_M_VALUES, pdl: bool = True) -> list:
+    """The fused RMSNorm + router specialisations of a preset that fuses them (bf16 x and norm)."""
+    if not preset.norm_router:
+        return []
+    kernels = {norm_router_gemm_kernel("bfloat16", "bfloat16", preset.gate_dtype, preset.logits_dtype, m,
+                                       preset.hidden_size, preset.num_experts, pdl) for m in m_values}
+    return sorted(kernels, key=repr)
+
+
 def preset_kernels(preset: Preset, pdl: bool = True) -> list:
     h = preset.moe_intermediate_size
     group = 128 if h % 128 == 0 else 64  # gpt-oss's 2880 only splits into groups of 64
     return [pack_topk_kernel(i, w, preset.top_k, 16, pdl)
             for i, w in itertools.product(TOPK_IDS_DTYPES, TOPK_WEIGHTS_DTYPES)] + [
-        silu_mul_quant_kernel("bfloat16", h, group, False, False, "row", pdl)] + router_kernels(preset, pdl=pdl)
+        silu_mul_quant_kernel("bfloat16", h, group, False, False, "row", pdl)] + router_kernels(preset, pdl=pdl) + (
+        norm_router_kernels(preset, pdl=pdl))
 
 
 # (x, weight, out, bias, M, H, E, variant, pdl): every dtype pair, both outputs, bias in three
@@ -63,6 +75,15 @@ ROUTER_VARIANTS = (
 )
 
 
+# (x, norm, gate, out, M, H, E, pdl): each dtype of each operand, cluster split on and off, M buckets.
+NORM_ROUTER_VARIANTS = (
+    ("bfloat16", "bfloat16", "bfloat16", "float32", 1, 7168, 384, True),
+    ("bfloat16", "bfloat16", "bfloat16", "float32", 16, 4096, 256, True),
+    ("float16", "float32", "float32", "bfloat16", 3, 3072, 256, True),
+    ("bfloat16", "float16", "bfloat16", "bfloat16", 8, 64, 1, False),
+)
+
+
 def all_variants() -> list:
     """Every code path of every kernel: each vector width, dtype pair and PDL setting."""
     kernels = set()
@@ -72,4 +93,5 @@ def all_variants() -> list:
         kernels.add(pack_topk_kernel(ids, w, k, align, pdl))
     kernels.update(silu_mul_quant_kernel(*v) for v in SILU_VARIANTS)
     kernels.update(router_gemm_kernel(*v) for v in ROUTER_VARIANTS)
+    kernels.update(norm_router_gemm_kernel(*v) for v in NORM_ROUTER_VARIANTS)
     return sorted(kernels, key=repr)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
 
 from . import bridge
 from .kernels.common import WIDTHS
-from .kernels.router_gemm import RouterGemm
+from .kernels.router_gemm import NormRouterGemm, RouterGemm
 from .kernels.silu_mul_quant import SiluMulQuantFp8
 from .kernels.topk_pack import TopkPack
 
@@ -205,8 +206,11 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
 
 def router_stages(kernel: RouterGemm, h: int) -> int:
     """Ring depth: a CTA's whole share of H in flight, as far as the shared-memory budget allows."""
-    k_per_cta = -(-(-(-h // kernel.k_tile)) // kernel.split_k)
-    return min(k_per_cta, (ROUTER_SMEM_BUDGET - kernel.red_bytes) // kernel.smem_per_stage)
+    return min(_k_tiles_per_cta(kernel, h), (ROUTER_SMEM_BUDGET - kernel.fixed_smem) // kernel.smem_per_stage)
+
+
+def _k_tiles_per_cta(kernel: RouterGemm, h: int) -> int:
+    return -(-(-(-h // kernel.k_tile)) // kernel.split_k)
 
 
 @functools.lru_cache(maxsize=None)
@@ -284,3 +288,88 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     bias_arg = bias if bias is not None else _no_bias(device)
     bridge.launch(bridge.compiled(kernel, device), device, x, weight, bias_arg, out)
     return out
+
+
+NORM_X_DTYPES = (torch.bfloat16, torch.float16)
+NORM_WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+NORM_GATE_DTYPES = (torch.bfloat16, torch.float32)
+
+
+@functools.lru_cache(maxsize=4096)
+def norm_router_gemm_kernel(x_dtype: str, norm_dtype: str, w_dtype: str, out_dtype: str, m: int, h: int, e: int,
+                            pdl: bool, num_sms: int = H100_SMS) -> NormRouterGemm:
+    """The router GEMM's dot-variant tiling for this call, plus room for the CTA's resident x
+    and norm-weight tiles. Where those do not fit, H is split 8 ways and then fewer tokens
+    share a CTA; ValueError if even one token's share of H cannot stay resident."""
+    base = router_gemm_kernel(x_dtype, w_dtype, out_dtype, None, m, h, e, "dot", pdl, num_sms)
+    shapes = [(base.split_k, base.m_tile)] + [(8, t) for t in (8, 4, 2, 1) if t <= base.m_tile]
+    for split_k, m_tile in shapes:
+        probe = NormRouterGemm(base.x_dtype, w_dtype, out_dtype, None, "dot", base.e_tile, m_tile, split_k, 1, pdl,
+                               norm_dtype=norm_dtype, k_slots=1)
+        probe = dataclasses.replace(probe, k_slots=_k_tiles_per_cta(probe, h))
+        stages = router_stages(probe, h)
+        if stages >= 1:
+            return dataclasses.replace(probe, stages=stages)
+    raise ValueError(f"hidden size H={h} is too large for the fused kernel: a CTA's share of x does not fit "
+                     "in shared memory (use the router GEMM on normed rows)")
+
+
+def norm_router_gemm(x: torch.Tensor, norm_weight: torch.Tensor, gate_weight: torch.Tensor, eps: float = 1e-6, *,
+                     out_dtype: torch.dtype = torch.float32, normed_out: torch.Tensor | None = None,
+                     logits_out: torch.Tensor | None = None, pdl: bool = True):
+    """RMSNorm fused with the router GEMM, one kernel. Returns ``(normed_x, logits)``.
+
+    ``r = 1 / sqrt(mean(x[m]^2) + eps)`` (mean over H); ``normed_x = x * r * norm_weight``
+    rounded once to x's dtype; ``logits = (x * r * norm_weight) @ gate_weight.T`` from the
+    unrounded fp32 values (not from normed_x), rounded once to out_dtype. All math in fp32.
+
+    x: [M, H] bf16/fp16; norm_weight: [H] bf16/fp16/fp32; gate_weight: [E, H] bf16/fp32;
+    eps: a float >= 0 (a runtime argument: no recompile per value); out_dtype: fp32 or bf16;
+    normed_out [M, H] (x's dtype) and logits_out [M, E] are allocated if None. H a positive
+    multiple of 8; x, norm_weight, gate_weight and normed_out contiguous and 16-byte aligned.
+    Any M >= 0 (the kernel is tuned for M <= 64) and E >= 1. ``pdl``: programmatic dependent
+    launch (the gate and norm weights stream before the previous kernel has finished).
+    Semantics: ``cute_kernels.reference.rmsnorm_router_gemm``.
+    """
+    bridge.check_tensor("x", x, dtypes=NORM_X_DTYPES, shape=(None, None))
+    m, h = x.shape
+    bridge.check_tensor("norm_weight", norm_weight, dtypes=NORM_WEIGHT_DTYPES, shape=(h,))
+    bridge.check_tensor("gate_weight", gate_weight, dtypes=NORM_GATE_DTYPES, shape=(None, h))
+    e = gate_weight.shape[0]
+    if out_dtype not in ROUTER_OUT_DTYPES:
+        raise TypeError(f"out_dtype must be torch.float32 or torch.bfloat16; got {out_dtype}")
+    if h == 0 or h % 8:
+        raise ValueError(f"x's hidden size H={h} must be a positive multiple of 8")
+    if e == 0:
+        raise ValueError("gate_weight must have at least one expert row (E >= 1)")
+    if isinstance(eps, torch.Tensor) or not float(eps) >= 0.0:
+        raise ValueError(f"eps must be a float >= 0; got {eps!r}")
+    device = bridge.check_same_device(x=x, norm_weight=norm_weight, gate_weight=gate_weight)
+    if normed_out is None:
+        normed_out = torch.empty((m, h), dtype=x.dtype, device=device)
+    else:
+        bridge.check_tensor("normed_out", normed_out, dtypes=(x.dtype,), shape=(m, h))
+        bridge.check_same_device(x=x, normed_out=normed_out)
+    if logits_out is None:
+        logits_out = torch.empty((m, e), dtype=out_dtype, device=device)
+    else:
+        bridge.check_tensor("logits_out", logits_out, dtypes=(out_dtype,), shape=(m, e))
+        bridge.check_same_device(x=x, logits_out=logits_out)
+        bridge.check_contiguous("logits_out", logits_out)
+    for name, t in (("x", x), ("norm_weight", norm_weight), ("gate_weight", gate_weight), ("normed_out", normed_out)):
+        bridge.check_contiguous(name, t)
+        if bridge.alignment(t) < 16:
+            raise ValueError(f"{name} must be 16-byte aligned (its data pointer is not)")
+    inputs = {"x": x, "norm_weight": norm_weight, "gate_weight": gate_weight}
+    bridge.check_no_overlap("normed_out", normed_out, **inputs)
+    bridge.check_no_overlap("logits_out", logits_out, normed_out=normed_out, **inputs)
+    if max(m * h, e * h, m * e) > _MAX_ELEMENTS:
+        raise ValueError(f"x, gate_weight or logits_out has more than {_MAX_ELEMENTS} elements")
+    if m == 0:
+        return normed_out, logits_out
+    kernel = norm_router_gemm_kernel(bridge.dtype_name(x.dtype), bridge.dtype_name(norm_weight.dtype),
+                                     bridge.dtype_name(gate_weight.dtype), bridge.dtype_name(out_dtype), m, h, e,
+                                     pdl, _num_sms(device.index))
+    bridge.launch(bridge.compiled(kernel, device), device, x, gate_weight, norm_weight.view(1, h), logits_out,
+                  normed_out, float(eps))
+    return normed_out, logits_out

@@ -21,6 +21,8 @@ from .torch_math import check_tensor, dense, dtype_name, finish, linear_fp32, re
 X_DTYPES = (torch.bfloat16, torch.float16)
 NORM_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 GATE_DTYPES = router.WEIGHT_DTYPES
+FUSED_NORM_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+FUSED_MAX_HIDDEN = 131072  # the fused kernel keeps its x tiles in shared memory; this much always fits
 
 
 class NormRouterProblem(NamedTuple):
@@ -96,6 +98,10 @@ def problem_of(x, norm_weight, gate_weight, eps=1e-6, *, out_dtype=torch.float32
 def _fused_eligible(p: NormRouterProblem) -> str | None:
     if p.gate_dtype not in (torch.bfloat16, torch.float32):
         return f"needs a bfloat16 or float32 gate_weight; got {dtype_name(p.gate_dtype)}"
+    if p.norm_dtype not in FUSED_NORM_DTYPES:
+        return f"needs a bfloat16, float16 or float32 norm_weight; got {dtype_name(p.norm_dtype)}"
+    if p.hidden > FUSED_MAX_HIDDEN:
+        return f"H={p.hidden} is over {FUSED_MAX_HIDDEN}: a CTA's share of x would not fit in shared memory"
     return (router.kernel_limits(_router_problem(p))
             or environment.cute_unavailable(p.device, "norm_router_gemm"))
 

@@ -24,12 +24,21 @@ def rel_frobenius(got, want):
     return float(torch.linalg.norm(got - want) / torch.linalg.norm(want).clamp_min(1e-300))
 
 
-def within_one_bf16_ulp(got, want, slack=0.0):
-    """|got - want| <= one bf16 ulp at want's magnitude (2**(e - 7) for |want| in [2**e, 2**(e+1)))
-    + ``slack`` (for logits: ``fp32_sum_error``)."""
+_ULP = {torch.bfloat16: (7, -126), torch.float16: (10, -14)}  # mantissa bits, smallest normal exponent
+
+
+def within_one_ulp(got, want, dtype, slack=0.0):
+    """|got - want| <= one ulp of ``dtype`` (bf16 or fp16) at want's magnitude
+    (2**(e - mantissa bits) for |want| in [2**e, 2**(e+1))) + ``slack``."""
+    bits, emin = _ULP[dtype]
     want64 = want.double()
-    ulp = torch.exp2(torch.floor(torch.log2(want64.abs().clamp_min(2.0**-126))) - 7)
+    ulp = torch.exp2(torch.floor(torch.log2(want64.abs().clamp_min(2.0**emin))) - bits)
     return bool(((got.double() - want64).abs() <= ulp + slack).all())
+
+
+def within_one_bf16_ulp(got, want, slack=0.0):
+    """``within_one_ulp`` for bf16 (for logits, ``slack`` is ``fp32_sum_error``)."""
+    return within_one_ulp(got, want, torch.bfloat16, slack)
 
 
 def fp32_sum_error(a, b):

@@ -76,7 +76,10 @@ def aot_dir(tmp_path) -> Path:
 
 def test_preset_runs_from_aot_without_dsl(tmp_path):
     directory = aot_dir(tmp_path)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(NO_DSL), str(ROOT)]), **{ck.AOT_ENV: str(directory)})
+    # Keep the inherited path (where torch and apache-tvm-ffi may live): the blocker comes
+    # first, so the DSL stays unimportable even when it is installed there too.
+    path = [str(NO_DSL), str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), **{ck.AOT_ENV: str(directory)})
     result = subprocess.run([sys.executable, "-c", CHECK, PRESET], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr

@@ -21,6 +21,7 @@ store is masked. H must be a multiple of 8 (TMA needs 16-byte row strides).
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .common import WIDTHS, dtype, fake_stream, fake_tensor
 from .dsl import T, cpasync, cute, cutlass, dsl_user_op, llvm
@@ -83,21 +84,41 @@ class RouterGemm:
         return self.consumer_warps if self.variant == "mma" else 1
 
     @property
+    def w_tile_bytes(self) -> int:
+        return self.k_tile * self.e_tile * WIDTHS[self.w_dtype] // 8
+
+    @property
+    def x_tile_bytes(self) -> int:
+        """Bytes of the activation-side operands of one k tile."""
+        return self.k_tile * self.m_tile * WIDTHS[self.x_dtype] // 8
+
+    @property
+    def x_slots(self) -> int:
+        """Shared-memory slots for x tiles: x rides the ring with W here."""
+        return self.stages
+
+    @property
     def stage_bytes(self) -> int:
-        """Bytes one ring stage receives by TMA: a W tile and an x tile."""
-        return self.k_tile * (self.e_tile * WIDTHS[self.w_dtype] + self.m_tile * WIDTHS[self.x_dtype]) // 8
+        """Bytes one ring stage's full barrier expects by TMA: a W tile and an x tile."""
+        return self.w_tile_bytes + self.x_tile_bytes
 
     @property
     def smem_per_stage(self) -> int:
-        return self.stage_bytes + 2 * 8  # + its full and empty mbarriers
+        """Shared memory per ring stage: its TMA tiles and its full and empty mbarriers."""
+        return self.stage_bytes + 2 * 8
 
     @property
     def red_bytes(self) -> int:
         """The fp32 partial tiles the epilogue reduces."""
         return self.red_slices * self.m_tile * self.e_tile * 4
 
+    @property
+    def fixed_smem(self) -> int:
+        """Shared memory that does not grow with ``stages``."""
+        return self.red_bytes
+
     def smem_bytes(self) -> int:
-        return self.stages * self.smem_per_stage + self.red_bytes
+        return self.stages * self.smem_per_stage + self.fixed_smem
 
     def fake_args(self):
         m, e = cute.sym_int(), cute.sym_int()
@@ -111,32 +132,42 @@ class RouterGemm:
             fake_stream(),
         )
 
+    def tma_atom(self, gmem, rows: int):
+        """TMA tile copies of [rows, k_tile] from a row-major 2-D tensor."""
+        k_tile = self.k_tile
+        return cpasync.make_tiled_tma_atom(cpasync.CopyBulkTensorTileG2SOp(), gmem,
+                                           cute.make_layout((rows, k_tile), stride=(k_tile, 1)), (rows, k_tile))
+
+    def launch_args(self, x, w) -> dict:
+        grid_e = cute.ceil_div(cute.size(w, mode=[0]), self.e_tile) * self.split_k
+        grid_m = cute.ceil_div(cute.size(x, mode=[0]), self.m_tile)
+        return dict(grid=[grid_e, grid_m, 1], block=[self.threads, 1, 1], cluster=[self.split_k, 1, 1],
+                    smem=self.smem_bytes(), use_pdl=self.pdl)
+
     @cute.jit
     def __call__(self, x: cute.Tensor, w: cute.Tensor, bias: cute.Tensor, out: cute.Tensor, stream):
-        m = cute.size(x, mode=[0])
-        e = cute.size(w, mode=[0])
-        k_tile = self.k_tile
-        tma_w = cpasync.make_tiled_tma_atom(
-            cpasync.CopyBulkTensorTileG2SOp(), w, cute.make_layout((self.e_tile, k_tile), stride=(k_tile, 1)),
-            (self.e_tile, k_tile))
-        tma_x = cpasync.make_tiled_tma_atom(
-            cpasync.CopyBulkTensorTileG2SOp(), x, cute.make_layout((self.m_tile, k_tile), stride=(k_tile, 1)),
-            (self.m_tile, k_tile))
-        grid_e = cute.ceil_div(e, self.e_tile) * self.split_k
-        grid_m = cute.ceil_div(m, self.m_tile)
+        tma_w, tma_x = self.tma_atom(w, self.e_tile), self.tma_atom(x, self.m_tile)
         self.kernel(tma_w.atom, tma_w.tma_tensor, tma_x.atom, tma_x.tma_tensor, bias, out).launch(
-            grid=[grid_e, grid_m, 1], block=[self.threads, 1, 1], cluster=[self.split_k, 1, 1],
-            smem=self.smem_bytes(), stream=stream, use_pdl=self.pdl)
+            stream=stream, **self.launch_args(x, w))
 
     @cute.kernel
     def kernel(self, tma_w_atom: cute.CopyAtom, mw: cute.Tensor, tma_x_atom: cute.CopyAtom, mx: cute.Tensor,
                bias: cute.Tensor, out: cute.Tensor):
+        self.run_cta(tma_w_atom, mw, tma_x_atom, mx, bias, out, None)
+
+    def x_slot(self, i, s):
+        """The shared-memory slot of k tile ``i`` (ring stage ``s``) for x-side operands."""
+        return s
+
+    @cute.jit
+    def run_cta(self, tma_w_atom, mw, tma_x_atom, mx, bias, out, norm):
+        """One CTA: set up the ring, produce or consume, reduce and store. ``norm`` carries the
+        RMSNorm operands of ``NormRouterGemm`` (None here)."""
         tidx, _, _ = cute.arch.thread_idx()
         bidx, bidy, _ = cute.arch.block_idx()
         warp = cute.arch.make_warp_uniform(tidx // WARP)
         lane = tidx % WARP
         k_tile, stages = self.k_tile, self.stages
-        w_t, x_t = dtype(self.w_dtype), dtype(self.x_dtype)
 
         rank = bidx % self.split_k  # == the CTA's rank in its cluster (cluster = [split_k, 1, 1])
         e_blk = bidx // self.split_k
@@ -146,10 +177,16 @@ class RouterGemm:
         k_count = ((rank + 1) * n_k) // self.split_k - k_begin
 
         smem = cutlass.utils.SmemAllocator()
-        s_w = smem.allocate_tensor(w_t, cute.make_layout((self.e_tile, k_tile, stages),
-                                                         stride=(k_tile, 1, self.e_tile * k_tile)), 128)
-        s_x = smem.allocate_tensor(x_t, cute.make_layout((self.m_tile, k_tile, stages),
-                                                         stride=(k_tile, 1, self.m_tile * k_tile)), 128)
+        s_w = smem.allocate_tensor(dtype(self.w_dtype), cute.make_layout(
+            (self.e_tile, k_tile, stages), stride=(k_tile, 1, self.e_tile * k_tile)), 128)
+        s_x = smem.allocate_tensor(dtype(self.x_dtype), cute.make_layout(
+            (self.m_tile, k_tile, self.x_slots), stride=(k_tile, 1, self.m_tile * k_tile)), 128)
+        if cutlass.const_expr(norm is not None):
+            norm = norm._replace(
+                s_weight=smem.allocate_tensor(dtype(self.norm_dtype), cute.make_layout(
+                    (1, k_tile, self.x_slots), stride=(k_tile, 1, k_tile)), 128),
+                # [0, m]: this CTA's partial sum of x[m, :]^2; [1, m]: the row's 1 / rms.
+                stats=smem.allocate_tensor(Float32, cute.make_layout((2, self.m_tile), stride=(self.m_tile, 1)), 16))
         red = smem.allocate_tensor(Float32, cute.make_layout(
             (self.red_slices, self.m_tile, self.e_tile),
             stride=(self.m_tile * self.e_tile, self.e_tile, 1)), 16)
@@ -165,7 +202,7 @@ class RouterGemm:
         cute.arch.sync_threads()
 
         if warp == self.consumer_warps:
-            self.produce(tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, empty, e_blk, bidy, k_begin, k_count)
+            self.produce(tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, empty, e_blk, bidy, k_begin, k_count, norm)
         else:
             if cutlass.const_expr(self.pdl):
                 cute.arch.griddepcontrol_wait()
@@ -173,12 +210,18 @@ class RouterGemm:
             if cutlass.const_expr(self.variant == "mma"):
                 self.consume_mma(s_w, s_x, red, full, empty, warp, lane, k_count)
             else:
-                self.consume_dot(s_w, s_x, red, full, empty, warp, lane, k_count)
+                self.consume_dot(s_w, s_x, red, full, empty, warp, lane, k_count, norm)
 
-        self.reduce_and_store(red, bias, out, e_blk, bidy, rank, tidx)
+        self.reduce_and_store(red, bias, out, e_blk, bidy, rank, tidx, h, norm)
+        if cutlass.const_expr(norm is not None):
+            self.store_normed(norm, s_x, e_blk, bidy, k_begin, k_count, tidx, h, cute.size(out, mode=[1]))
+        if cutlass.const_expr(self.split_k > 1):
+            # Peers may still be reading this CTA's partials: stay resident until they are done.
+            cute.arch.cluster_arrive()
+            cute.arch.cluster_wait()
 
     @cute.jit
-    def produce(self, tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, empty, e_blk, m_blk, k_begin, k_count):
+    def produce(self, tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, empty, e_blk, m_blk, k_begin, k_count, norm):
         k_tile, stages = self.k_tile, self.stages
         g_w = cute.local_tile(mw, (self.e_tile, k_tile), (e_blk, None))  # (e_tile, k_tile, n_k)
         g_x = cute.local_tile(mx, (self.m_tile, k_tile), (m_blk, None))
@@ -186,16 +229,24 @@ class RouterGemm:
                                            cute.group_modes(s_w, 0, 2), cute.group_modes(g_w, 0, 2))
         t_sx, t_gx = cpasync.tma_partition(tma_x_atom, 0, cute.make_layout(1),
                                            cute.group_modes(s_x, 0, 2), cute.group_modes(g_x, 0, 2))
+        t_sn, t_gn = None, None
+        if cutlass.const_expr(norm is not None):
+            g_n = cute.local_tile(norm.weight, (1, k_tile), (0, None))
+            t_sn, t_gn = cpasync.tma_partition(norm.tma_atom, 0, cute.make_layout(1),
+                                               cute.group_modes(norm.s_weight, 0, 2), cute.group_modes(g_n, 0, 2))
+            cpasync.prefetch_descriptor(norm.tma_atom)
         stage_bytes = self.stage_bytes
         cpasync.prefetch_descriptor(tma_w_atom)
         cpasync.prefetch_descriptor(tma_x_atom)
         first = cutlass.min(k_count, stages)
         # Weights first: they do not depend on the previous kernel, so with PDL they stream
-        # while it finishes. Each stage's barrier expects its W and x bytes together.
+        # while it finishes. Each stage's barrier expects all of its k tile's bytes together.
         for i in cutlass.range(first, unroll=1):
             with cute.arch.elect_one():
                 cute.arch.mbarrier_arrive_and_expect_tx(full + i, stage_bytes)
             cute.copy(tma_w_atom, t_gw[(None, k_begin + i)], t_sw[(None, i)], tma_bar_ptr=full + i)
+            if cutlass.const_expr(norm is not None):
+                cute.copy(norm.tma_atom, t_gn[(None, k_begin + i)], t_sn[(None, i)], tma_bar_ptr=full + i)
         if cutlass.const_expr(self.pdl):
             cute.arch.griddepcontrol_wait()
             cute.arch.griddepcontrol_launch_dependents()
@@ -203,11 +254,14 @@ class RouterGemm:
             cute.copy(tma_x_atom, t_gx[(None, k_begin + i)], t_sx[(None, i)], tma_bar_ptr=full + i)
         for i in cutlass.range(stages, k_count, unroll=1):
             s = i % stages
+            xs = self.x_slot(i, s)
             cute.arch.mbarrier_wait(empty + s, (i // stages - 1) % 2)
             with cute.arch.elect_one():
                 cute.arch.mbarrier_arrive_and_expect_tx(full + s, stage_bytes)
             cute.copy(tma_w_atom, t_gw[(None, k_begin + i)], t_sw[(None, s)], tma_bar_ptr=full + s)
-            cute.copy(tma_x_atom, t_gx[(None, k_begin + i)], t_sx[(None, s)], tma_bar_ptr=full + s)
+            cute.copy(tma_x_atom, t_gx[(None, k_begin + i)], t_sx[(None, xs)], tma_bar_ptr=full + s)
+            if cutlass.const_expr(norm is not None):
+                cute.copy(norm.tma_atom, t_gn[(None, k_begin + i)], t_sn[(None, xs)], tma_bar_ptr=full + s)
 
     @cute.jit
     def release(self, empty, s, lane):
@@ -216,22 +270,35 @@ class RouterGemm:
             cute.arch.mbarrier_arrive(empty + s)
 
     @cute.jit
-    def consume_dot(self, s_w, s_x, red, full, empty, warp, lane, k_count):
+    def consume_dot(self, s_w, s_x, red, full, empty, warp, lane, k_count, norm):
         """Warp w owns experts [w * epw, (w + 1) * epw) of the tile; lane l owns columns
-        [l * vec, (l + 1) * vec) of every stage. acc[m, j] sums x[m, :] * W[e_j, :] over them."""
+        [l * vec, (l + 1) * vec) of every stage. acc[m, j] sums x[m, :] * W[e_j, :] over them.
+        With ``norm``, x is first multiplied by the norm weight, and every warp also sums x^2
+        per row (warp 0 publishes it); 1 / rms is applied in the epilogue."""
         vec, stages = self.w_vec, self.stages
         epw = self.e_tile // self.consumer_warps
         n_acc = self.m_tile * epw
         acc = cute.make_rmem_tensor(cute.make_layout(n_acc), Float32)
         acc.fill(0.0)
+        sq = cute.make_rmem_tensor(cute.make_layout(self.m_tile), Float32)
+        sq.fill(0.0)
         xv = cute.make_rmem_tensor(cute.make_layout((vec, self.m_tile), stride=(1, vec)), Float32)
         wv = cute.make_rmem_tensor(cute.make_layout(vec), Float32)
         for i in cutlass.range(k_count, unroll=1):
             s = i % stages
+            xs = self.x_slot(i, s)
             cute.arch.mbarrier_wait(full + s, (i // stages) % 2)
             for m in cutlass.range_constexpr(self.m_tile):
-                chunk = cute.zipped_divide(s_x[(m, None, s)], (vec,))
+                chunk = cute.zipped_divide(s_x[(m, None, xs)], (vec,))
                 xv[(None, m)].store(chunk[(None, lane)].load().to(Float32))
+            if cutlass.const_expr(norm is not None):
+                wv.store(cute.zipped_divide(norm.s_weight[(0, None, xs)], (vec,))[(None, lane)].load().to(Float32))
+                for m in cutlass.range_constexpr(self.m_tile):
+                    q = sq[m]
+                    for v in cutlass.range_constexpr(vec):
+                        q = q + xv[v, m] * xv[v, m]
+                        xv[v, m] = xv[v, m] * wv[v]
+                    sq[m] = q
             for j in cutlass.range_constexpr(epw):
                 chunk = cute.zipped_divide(s_w[(warp * epw + j, None, s)], (vec,))
                 wv.store(chunk[(None, lane)].load().to(Float32))
@@ -242,14 +309,16 @@ class RouterGemm:
                     acc[m * epw + j] = a
             self.release(empty, s, lane)
         for a in cutlass.range_constexpr(n_acc):
-            offset = WARP // 2
-            while offset >= 1:  # unrolled at trace time
-                acc[a] = acc[a] + cute.arch.shuffle_sync_bfly(acc[a], offset=offset)
-                offset //= 2
+            acc[a] = warp_sum(acc[a])
         # Every lane now holds every sum; lanes write different ones.
         for a in cutlass.range_constexpr(n_acc):
             if lane == a % WARP:
                 red[0, a // epw, warp * epw + a % epw] = acc[a]
+        if cutlass.const_expr(norm is not None):
+            for m in cutlass.range_constexpr(self.m_tile):
+                sq[m] = warp_sum(sq[m])
+                if warp == 0 and lane == m:
+                    norm.stats[0, m] = sq[m]
 
     @cute.jit
     def consume_mma(self, s_w, s_x, red, full, empty, warp, lane, k_count):
@@ -295,12 +364,13 @@ class RouterGemm:
                     red[warp, n * 8 + 2 * q + c % 2, b * 16 + r + 8 * (c // 2)] = acc[c, b, n]
 
     @cute.jit
-    def reduce_and_store(self, red, bias, out, e_blk, m_blk, rank, tidx):
+    def reduce_and_store(self, red, bias, out, e_blk, m_blk, rank, tidx, h, norm=None):
         """Sum the partial tiles, add the bias, round once, store. Fixed order (warp slices,
         then cluster ranks), so results are bitwise-reproducible. Works on 4-float vectors: the
         consumer warps first fold their slices into slice 0, then each CTA of the cluster
         finalises every split_k-th vector, issuing all its peers' DSMEM loads before summing
-        (one remote latency per vector, not one per peer)."""
+        (one remote latency per vector, not one per peer). Ends with the cluster's partials
+        still needed by peers: the caller holds the CTA resident (second cluster barrier)."""
         consumer_threads = self.consumer_warps * WARP
         n_vec = self.m_tile * self.e_tile // 4
         flat = cute.make_tensor(red.iterator, cute.make_layout(self.red_slices * n_vec * 4))
@@ -321,6 +391,8 @@ class RouterGemm:
         m_total = cute.size(out, mode=[0])
         e_total = cute.size(out, mode=[1])
         if tidx < consumer_threads:
+            if cutlass.const_expr(norm is not None):
+                self.finish_rms(norm, h, tidx, consumer_threads)
             total = cute.make_rmem_tensor(cute.make_layout(4), Float32)
             for v in cutlass.range(rank + tidx * self.split_k, n_vec, self.split_k * consumer_threads, unroll=1):
                 if cutlass.const_expr(self.split_k > 1):
@@ -339,13 +411,138 @@ class RouterGemm:
                     e = e0 + j
                     if m < m_total and e < e_total:
                         y = total[j]
+                        if cutlass.const_expr(norm is not None):
+                            y = y * norm.stats[1, mi]
                         if cutlass.const_expr(self.bias_dtype is not None):
                             y = y + bias[e].to(Float32)
                         out[m, e] = y.to(dtype(self.out_dtype))
-        if cutlass.const_expr(self.split_k > 1):
-            # Peers may still be reading this CTA's partials: stay resident until they are done.
-            cute.arch.cluster_arrive()
-            cute.arch.cluster_wait()
+
+    @cute.jit
+    def finish_rms(self, norm, h, tidx, consumer_threads):
+        """1 / rms of each row from the cluster's partial sums of squares (fixed rank order),
+        for every consumer thread to read."""
+        if tidx < self.m_tile:
+            q = norm.stats[0, tidx]
+            if cutlass.const_expr(self.split_k > 1):
+                parts = [load_dsmem_f32(norm.stats.iterator + tidx, p) for p in range(self.split_k)]
+                q = parts[0]
+                for p in cutlass.range_constexpr(1, self.split_k):
+                    q = q + parts[p]
+            norm.stats[1, tidx] = cute.math.rsqrt(q / Float32(h) + norm.eps)
+        cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
+
+    @cute.jit
+    def store_normed(self, norm, s_x, e_blk, m_blk, k_begin, k_count, tidx, h, e_total):
+        """normed_x = x * (1 / rms) * norm_weight for this CTA's columns, from the x tiles still
+        resident in shared memory. The expert-tile CTAs that share those columns split the
+        16-byte chunks between them."""
+        consumer_threads = self.consumer_warps * WARP
+        vec = self.w_vec
+        if tidx < consumer_threads:
+            n_e_blk = cute.ceil_div(e_total, self.e_tile)
+            per_row = k_count * WARP  # vec-wide chunks of one row in this CTA's columns
+            m_total = cute.size(norm.normed, mode=[0])
+            for j in cutlass.range(e_blk * consumer_threads + tidx, self.m_tile * per_row,
+                                   n_e_blk * consumer_threads, unroll=1):
+                mi = j // per_row
+                i = (j - mi * per_row) // WARP
+                c = j % WARP
+                m = m_blk * self.m_tile + mi
+                col = (k_begin + i) * self.k_tile + c * vec
+                if m < m_total and col < h:
+                    xv = cute.zipped_divide(s_x[(mi, None, i)], (vec,))[(None, c)].load().to(Float32)
+                    nv = cute.zipped_divide(norm.s_weight[(0, None, i)], (vec,))[(None, c)].load().to(Float32)
+                    y = xv * norm.stats[1, mi] * nv
+                    row = cute.zipped_divide(norm.normed[(m, None)], (vec,))
+                    row[(None, col // vec)].store(y.to(dtype(self.x_dtype)))
+
+
+class NormOperands(NamedTuple):
+    """What the RMSNorm adds to the router GEMM's CTA: its weight (TMA atom and tensor), the
+    normed-x output, eps, and (allocated by the CTA) their shared-memory tiles."""
+    tma_atom: object
+    weight: object
+    normed: object
+    eps: object
+    s_weight: object = None
+    stats: object = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormRouterGemm(RouterGemm):
+    """RMSNorm fused into the router GEMM (the ``dot`` variant): ``normed = x * r * norm_weight``
+    and ``logits = r * (x * norm_weight) @ W^T`` with ``r = 1 / sqrt(mean(x^2) + eps)``, all
+    in fp32, so the logits use the unrounded normed values. The sum of squares rides the dot
+    loop and the cluster reduction; each CTA keeps all of its x (and norm-weight) tiles in
+    shared memory (``k_slots`` of them) to write normed x once r is known."""
+
+    norm_dtype: str  # the norm weight's dtype
+    k_slots: int  # k tiles one CTA holds: ceil(ceil(H / k_tile) / split_k)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.variant != "dot" or self.bias_dtype is not None:
+            raise ValueError("the fused norm runs on the dot variant, without bias")
+        if WIDTHS[self.x_dtype] != 16:
+            raise ValueError("the fused norm takes bfloat16 or float16 x")
+        if self.k_slots < 1:
+            raise ValueError("k_slots must be >= 1")
+
+    @property
+    def x_tile_bytes(self) -> int:
+        return self.k_tile * (self.m_tile * WIDTHS[self.x_dtype] + WIDTHS[self.norm_dtype]) // 8
+
+    @property
+    def x_slots(self) -> int:
+        return self.k_slots
+
+    @property
+    def smem_per_stage(self) -> int:
+        return self.w_tile_bytes + 2 * 8
+
+    @property
+    def fixed_smem(self) -> int:
+        return self.red_bytes + self.k_slots * self.x_tile_bytes + 2 * self.m_tile * 4 + 128  # + alignment
+
+    def x_slot(self, i, s):
+        return i
+
+    def fake_args(self):
+        m, e = cute.sym_int(), cute.sym_int()
+        h = cute.sym_int(divisibility=8)
+        return (
+            fake_tensor(self.x_dtype, (m, h), (h, 1), 16),
+            fake_tensor(self.w_dtype, (e, h), (h, 1), 16),
+            fake_tensor(self.norm_dtype, (1, h), (h, 1), 16),
+            fake_tensor(self.out_dtype, (m, e), (e, 1), 4),
+            fake_tensor(self.x_dtype, (m, h), (h, 1), 16),
+            Float32(1e-6),
+            fake_stream(),
+        )
+
+    @cute.jit
+    def __call__(self, x: cute.Tensor, w: cute.Tensor, norm_weight: cute.Tensor, out: cute.Tensor,
+                 normed: cute.Tensor, eps: Float32, stream):
+        tma_w, tma_x = self.tma_atom(w, self.e_tile), self.tma_atom(x, self.m_tile)
+        tma_n = self.tma_atom(norm_weight, 1)
+        self.kernel(tma_w.atom, tma_w.tma_tensor, tma_x.atom, tma_x.tma_tensor, tma_n.atom, tma_n.tma_tensor,
+                    out, normed, eps).launch(stream=stream, **self.launch_args(x, w))
+
+    @cute.kernel
+    def kernel(self, tma_w_atom: cute.CopyAtom, mw: cute.Tensor, tma_x_atom: cute.CopyAtom, mx: cute.Tensor,
+               tma_n_atom: cute.CopyAtom, mn: cute.Tensor, out: cute.Tensor, normed: cute.Tensor, eps: Float32):
+        # No bias: the slot is never read, any tensor fills it.
+        self.run_cta(tma_w_atom, mw, tma_x_atom, mx, out, out, NormOperands(tma_n_atom, mn, normed, eps))
+
+
+def warp_sum(v):
+    """The sum of ``v`` over the warp's lanes, in every lane (butterfly, fixed order)."""
+    offset = WARP // 2
+    while offset >= 1:  # unrolled at trace time
+        v = v + cute.arch.shuffle_sync_bfly(v, offset=offset)
+        offset //= 2
+    return v
+
 
 
 @dsl_user_op
@@ -361,6 +558,16 @@ def mma_m16n8k16(ab_dtype: str, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3, *, loc=N
         "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f", has_side_effects=False, is_align_stack=False,
         asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
     return [Float32(llvm.extractvalue(T.f32(), res, [i], loc=loc, ip=ip)) for i in range(4)]
+
+
+@dsl_user_op
+def load_dsmem_f32(ptr, rank, *, loc=None, ip=None):
+    """The fp32 at shared-memory pointer ``ptr`` of the cluster's CTA ``rank``."""
+    addr = Int32(cute.arch.map_dsmem_ptr(ptr, rank, loc=loc, ip=ip).toint(loc=loc, ip=ip))
+    res = llvm.inline_asm(T.f32(), [addr.ir_value(loc=loc, ip=ip)], "ld.shared::cluster.f32 $0, [$1];", "=f,r",
+                          has_side_effects=True, is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT,
+                          loc=loc, ip=ip)
+    return Float32(res)
 
 
 @dsl_user_op
