@@ -49,6 +49,8 @@ def pack_topk(ids: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | N
     t, k = ids.shape
     bridge.check_tensor("weights", weights, dtypes=(torch.float32, torch.bfloat16), shape=(t, k))
     device = bridge.check_same_device(ids=ids, weights=weights)
+    if t * k > _MAX_ELEMENTS:
+        raise ValueError(f"ids has {t * k} elements; at most {_MAX_ELEMENTS} are supported")
     if out is None:
         out = torch.empty((t, k), dtype=torch.int32, device=device)
     else:
@@ -57,8 +59,6 @@ def pack_topk(ids: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | N
         bridge.check_no_overlap("out", out, ids=ids, weights=weights)
     for name, x in (("ids", ids), ("weights", weights), ("out", out)):
         bridge.check_contiguous(name, x)
-    if t * k > _MAX_ELEMENTS:
-        raise ValueError(f"ids has {t * k} elements; at most {_MAX_ELEMENTS} are supported")
     if t * k == 0:
         return out
     kernel = pack_topk_kernel(bridge.dtype_name(ids.dtype), bridge.dtype_name(weights.dtype), k,
@@ -111,6 +111,8 @@ def silu_mul_quant_fp8(x: torch.Tensor, group_size: int = 128, *, scale_ub: torc
     bridge.check_contiguous("x", x)
     if scale_ub is not None:
         bridge.check_same_device(x=x, scale_ub=scale_ub)
+    if t * width > _MAX_ELEMENTS:
+        raise ValueError(f"x has {t * width} elements; at most {_MAX_ELEMENTS} are supported")
     if out is None:
         out = torch.empty((t, h), dtype=torch.float8_e4m3fn, device=device)
     else:
@@ -129,8 +131,6 @@ def silu_mul_quant_fp8(x: torch.Tensor, group_size: int = 128, *, scale_ub: torc
     if scale_ub is not None:
         bridge.check_no_overlap("out", out, scale_ub=scale_ub)
         bridge.check_no_overlap("scales", scales, scale_ub=scale_ub)
-    if t * width > _MAX_ELEMENTS:
-        raise ValueError(f"x has {t * width} elements; at most {_MAX_ELEMENTS} are supported")
     if t == 0:
         return out, scales
     for name, tensor, need in (("x", x, 16), ("out", out, 8)):
@@ -179,26 +179,34 @@ def router_m_tile(variant: str, m: int) -> int:
 @functools.lru_cache(maxsize=4096)
 def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: str | None, m: int, h: int,
                        e: int, variant: str, pdl: bool, num_sms: int = H100_SMS) -> RouterGemm:
-    """The specialisation for a call. Tiles come from M's bucket; the expert tile and the
-    cluster split of H minimise the bytes one SM streams (per-CTA bytes times waves): the
-    kernel is latency- and bandwidth-bound, so that sets its time."""
+    """The specialisation for a call. Tiles come from M's bucket.
+
+    ``dot``: the smallest expert tile (4) and the smallest cluster that still gives about one
+    CTA per SM. Measured on the H100 (DeepSeek-V3 and Kimi-K2, M = 1..4): every split_k = 8
+    config was 0.3-1.2 us slower than the best one at split 2-4, and small expert tiles spread
+    the per-token FMAs over more SMs, which is what M > 1 needs.
+    ``mma``: the expert tile and split minimise the bytes one SM streams (per-CTA bytes times
+    waves)."""
     m_tile = router_m_tile(variant, m)
     m_tiles = -(-m // m_tile)
-    e_tiles = (16, 32, 64) if variant == "mma" else (4, 8, 16, 32)
-    best = None
-    for e_tile in e_tiles:
-        for split_k in (1, 2, 4, 8):
-            probe = RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, 1, pdl)
-            n_k = -(-h // probe.k_tile)
-            ctas = -(-e // e_tile) * split_k * m_tiles
-            if split_k > n_k:
-                continue
-            cta_bytes = (e_tile * WIDTHS[w_dtype] + m_tile * WIDTHS[x_dtype]) // 8 * -(-h // split_k)
-            waves = -(-ctas // num_sms)
-            score = (cta_bytes * waves, ctas, split_k)
-            if best is None or score < best[0]:
-                best = (score, e_tile, split_k)
-    _, e_tile, split_k = best
+    if variant == "dot":
+        e_tile, k_tile = 4, RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, 4, m_tile, 1, 1, pdl).k_tile
+        n_k = -(-h // k_tile)
+        splits = [s for s in (1, 2, 4, 8) if s <= n_k]
+        split_k = next((s for s in splits if -(-e // e_tile) * s * m_tiles >= 0.9 * num_sms), splits[-1])
+    else:
+        best = None
+        for e_tile in (16, 32, 64):
+            for split_k in (1, 2, 4, 8):
+                probe = RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, 1, pdl)
+                if split_k > -(-h // probe.k_tile):
+                    continue
+                ctas = -(-e // e_tile) * split_k * m_tiles
+                cta_bytes = (e_tile * WIDTHS[w_dtype] + m_tile * WIDTHS[x_dtype]) // 8 * -(-h // split_k)
+                score = (cta_bytes * -(-ctas // num_sms), ctas, split_k)
+                if best is None or score < best[0]:
+                    best = (score, e_tile, split_k)
+        _, e_tile, split_k = best
     one = RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, 1, pdl)
     stages = max(2, router_stages(one, h))
     return RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, stages, pdl)
@@ -258,6 +266,8 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         bridge.check_contiguous(name, t)
         if bridge.alignment(t) < 16:
             raise ValueError(f"{name} must be 16-byte aligned for TMA (its data pointer is not)")
+    if max(m * h, e * h, m * e) > _MAX_ELEMENTS:
+        raise ValueError(f"x, weight or out has more than {_MAX_ELEMENTS} elements")
     if out is None:
         out = torch.empty((m, e), dtype=out_dtype, device=device)
     else:
@@ -265,8 +275,6 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         bridge.check_same_device(x=x, out=out)
         bridge.check_contiguous("out", out)
         bridge.check_no_overlap("out", out, x=x, weight=weight, **({} if bias is None else {"bias": bias}))
-    if max(m * h, e * h, m * e) > _MAX_ELEMENTS:
-        raise ValueError(f"x, weight or out has more than {_MAX_ELEMENTS} elements")
     names = bridge.dtype_name(x.dtype), bridge.dtype_name(weight.dtype)
     if variant is None:
         variant = router_gemm_variant(*names, m)
@@ -298,15 +306,19 @@ NORM_GATE_DTYPES = (torch.bfloat16, torch.float32)
 @functools.lru_cache(maxsize=4096)
 def norm_router_gemm_kernel(x_dtype: str, norm_dtype: str, w_dtype: str, out_dtype: str, m: int, h: int, e: int,
                             pdl: bool, num_sms: int = H100_SMS) -> NormRouterGemm:
-    """The router GEMM's dot-variant tiling for this call, plus room for the CTA's resident x
-    and norm-weight tiles. Where those do not fit, H is split 8 ways and then fewer tokens
-    share a CTA; ValueError if even one token's share of H cannot stay resident."""
-    base = router_gemm_kernel(x_dtype, w_dtype, out_dtype, None, m, h, e, "dot", pdl, num_sms)
-    shapes = [(base.split_k, base.m_tile)] + [(8, t) for t in (8, 4, 2, 1) if t <= base.m_tile]
-    for split_k, m_tile in shapes:
-        probe = NormRouterGemm(base.x_dtype, w_dtype, out_dtype, None, "dot", base.e_tile, m_tile, split_k, 1, pdl,
+    """Large expert tiles (32) over an 8-way cluster split: measured on the H100 (7168 x 384,
+    M = 1, 4, 16) they beat smaller tiles and clusters by 0.5-6 us, the opposite of the plain
+    router, because every CTA also carries its x tiles and the norm's extra work. Each CTA
+    keeps all of its x and norm-weight tiles resident; where they do not fit, fewer tokens
+    share a CTA. ValueError if even one token's share of H cannot stay resident."""
+    m_tile = router_m_tile("dot", m)
+    e_tile = min(32, -(-e // 4) * 4)
+    for tile in (t for t in (8, 4, 2, 1) if t <= m_tile):
+        probe = NormRouterGemm(x_dtype, w_dtype, out_dtype, None, "dot", e_tile, tile, 1, 1, pdl,
                                norm_dtype=norm_dtype, k_slots=1)
-        probe = dataclasses.replace(probe, k_slots=_k_tiles_per_cta(probe, h))
+        n_k = -(-h // probe.k_tile)
+        split_k = max(s for s in (1, 2, 4, 8) if s <= n_k)
+        probe = dataclasses.replace(probe, split_k=split_k, k_slots=-(-n_k // split_k))
         stages = router_stages(probe, h)
         if stages >= 1:
             return dataclasses.replace(probe, stages=stages)
@@ -345,6 +357,8 @@ def norm_router_gemm(x: torch.Tensor, norm_weight: torch.Tensor, gate_weight: to
     if isinstance(eps, torch.Tensor) or not float(eps) >= 0.0:
         raise ValueError(f"eps must be a float >= 0; got {eps!r}")
     device = bridge.check_same_device(x=x, norm_weight=norm_weight, gate_weight=gate_weight)
+    if max(m * h, e * h, m * e) > _MAX_ELEMENTS:
+        raise ValueError(f"x, gate_weight or logits_out has more than {_MAX_ELEMENTS} elements")
     if normed_out is None:
         normed_out = torch.empty((m, h), dtype=x.dtype, device=device)
     else:
@@ -363,8 +377,6 @@ def norm_router_gemm(x: torch.Tensor, norm_weight: torch.Tensor, gate_weight: to
     inputs = {"x": x, "norm_weight": norm_weight, "gate_weight": gate_weight}
     bridge.check_no_overlap("normed_out", normed_out, **inputs)
     bridge.check_no_overlap("logits_out", logits_out, normed_out=normed_out, **inputs)
-    if max(m * h, e * h, m * e) > _MAX_ELEMENTS:
-        raise ValueError(f"x, gate_weight or logits_out has more than {_MAX_ELEMENTS} elements")
     if m == 0:
         return normed_out, logits_out
     kernel = norm_router_gemm_kernel(bridge.dtype_name(x.dtype), bridge.dtype_name(norm_weight.dtype),

@@ -60,6 +60,7 @@ def router_gemm_cases():
         (bf16, bf16, bf16, bf16, 5, 2880, 128, "mma", True),
         (f32, f32, bf16, f32, 9, 64, 7, "dot", True),
         (bf16, bf16, f32, None, 130, 1024, 40, "mma", False),
+        (bf16, bf16, bf16, bf16, 2, 2880, 32, "dot", True),  # an 8-CTA cluster
     ]
     for x_dtype, w_dtype, out_dtype, b_dtype, m, h, e, variant, pdl in paths:
         x = torch.randn(m, h, device="cuda").to(x_dtype)
@@ -72,9 +73,35 @@ def router_gemm_cases():
         yield
 
 
+def norm_router_cases():
+    """The fused RMSNorm + router: cluster split of 8 at M = 1 and with two token tiles, mixed
+    dtypes with bf16 logits, and no cluster (tiny H, partial expert tile). Relative Frobenius
+    error: normed_x 1e-2 (its own 16-bit rounding), logits 1e-5 (fp32) or 1e-2 (bf16)."""
+    f32, bf16, f16 = torch.float32, torch.bfloat16, torch.float16
+    paths = [  # (x, norm weight, gate, out, M, H, E, pdl)
+        (bf16, bf16, bf16, f32, 1, 7168, 384, True),
+        (bf16, bf16, bf16, f32, 16, 7168, 384, True),
+        (f16, f32, f32, bf16, 3, 3072, 256, False),
+        (bf16, bf16, bf16, f32, 5, 64, 5, True),
+    ]
+    for x_dtype, n_dtype, g_dtype, out_dtype, m, h, e, pdl in paths:
+        x = torch.randn(m, h, device="cuda").to(x_dtype)
+        nw = (1 + 0.1 * torch.randn(h, device="cuda")).to(n_dtype)
+        gate = torch.randn(e, h, device="cuda").to(g_dtype)
+        normed, logits = cute_kernels.norm_router_gemm(x, nw, gate, out_dtype=out_dtype, pdl=pdl)
+        want_n, want_l = reference.rmsnorm_router_gemm(x, nw, gate)
+        case = (x_dtype, n_dtype, g_dtype, out_dtype, m, h, e, pdl)
+        for got, want, tol in ((normed, want_n, 1e-2), (logits, want_l, 1e-5 if out_dtype == f32 else 1e-2)):
+            err = (torch.linalg.norm(got.double() - want.double()) / torch.linalg.norm(want.double())).item()
+            assert err <= tol, (case, err)
+        yield
+
+
 if __name__ == "__main__":
     n = sum(1 for _ in pack_topk_cases())
     m = sum(1 for _ in silu_mul_quant_cases())
     r = sum(1 for _ in router_gemm_cases())
+    f = sum(1 for _ in norm_router_cases())
     torch.cuda.synchronize()
-    print(f"sanitizer workload: {n} pack_topk, {m} silu_mul_quant_fp8 and {r} router_gemm launches checked")
+    print(f"sanitizer workload: {n} pack_topk, {m} silu_mul_quant_fp8, {r} router_gemm and {f} norm_router_gemm "
+          "launches checked")

@@ -2,10 +2,10 @@
 
 Tolerances, compared in float64:
 - scales: relative error <= 1e-6. The kernel does the spec's fp32 operations in the spec's order
-  (same expf algorithm, true divisions, 1 + exp rounded on its own), so it should be bit-exact;
-  the slack covers an exp a few ulp (~1e-7 relative) away from torch's.
-- ue8m0 scales: bit-exact, as required (a power of two is only off if amax sat within a few ulp
-  of a power-of-two boundary).
+  (same expf algorithm, 1 + exp rounded on its own) but divides through approximate reciprocals
+  (1 ulp each), so amax and hence the scale sit within ~3e-7 relative of the spec's.
+- ue8m0 scales: bit-exact, as required. With ue8m0 the kernel keeps the spec's true divisions,
+  so a power of two is only off if amax sat within an ulp of a power-of-two boundary.
 - q: dequantised values within one e4m3 step (at the larger of the two magnitudes, times the
   scale): a 1e-6 change in scale can move y / scale across a rounding boundary, no further.
 - NaN: scales and q are NaN exactly where the spec's are. Outputs are poisoned with NaN

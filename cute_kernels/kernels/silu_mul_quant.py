@@ -36,7 +36,17 @@ class SiluMulQuantFp8:
     has_scale_ub: bool
     scale_layout: str  # "row" | "col"
     pdl: bool
-    threads: int = 256
+    threads: int = 128  # measured on the H100: 2-3% faster than 256 at every T, 512 slower
+
+    @property
+    def exact_division(self) -> bool:
+        """True fp32 divisions, as the spec writes them, only where the result must be
+        bit-exact: power-of-two (ue8m0) scales. Otherwise an approximate reciprocal (1 ulp)
+        for the SiLU denominator and one reciprocal of the scale per chunk: IEEE divisions are
+        ~10 instructions each, and at two per element they made the kernel issue-bound (H100,
+        T = 4096: 17.3 -> 15.7 us). Scales stay within 3e-7 relative of the spec's and q
+        within one e4m3 step."""
+        return self.ue8m0
 
     @property
     def groups(self) -> int:
@@ -92,9 +102,12 @@ class SiluMulQuantFp8:
             e = cute.make_rmem_tensor(cute.make_layout(VEC), Float32)
             e.store(cute.math.exp(-g.load()))  # full-precision expf, like torch's
             for j in cutlass.range_constexpr(VEC):
-                # The spec's expression, rounded as torch rounds it: true divisions, and a
-                # separately rounded 1 + exp (LLVM would fuse exp's last multiply into it).
-                y[j] = g[j] / add_rn(Float32(1.0), e[j]) * u[j]
+                # The spec's expression with 1 + exp rounded on its own (LLVM would fuse exp's
+                # last multiply into it). See exact_division for the division.
+                if cutlass.const_expr(self.exact_division):
+                    y[j] = g[j] / add_rn(Float32(1.0), e[j]) * u[j]
+                else:
+                    y[j] = g[j] * cute.arch.rcp_approx(add_rn(Float32(1.0), e[j])) * u[j]
 
         bits = cute.recast_tensor(y, Int32)
         amax = Int32(0)
@@ -129,8 +142,9 @@ class SiluMulQuantFp8:
                     scales[grp * t + row] = s
             # cvt.rn.satfinite: saturates to +-448 and keeps NaN, the spec's clamp then round.
             qv = cute.make_rmem_tensor(cute.make_layout(VEC), Float32)
+            inv_s = Float32(1.0) / s
             for j in cutlass.range_constexpr(VEC):
-                qv[j] = y[j] / s
+                qv[j] = y[j] / s if cutlass.const_expr(self.exact_division) else y[j] * inv_s
             v_q[(None, i)].store(qv.load().to(cutlass.Float8E4M3FN))
 
 
