@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -191,6 +193,42 @@ def preset_jobs(preset_names, archs, ops=None) -> list[Job]:
     return [Job(ck.CompileKey.of(k, arch).describe(), arch, kernel=k) for arch in archs for k in kernels]
 
 
+def kernel_of_key(key: str):
+    """The kernel a compile-key description names (as manifests and ``cute-kernels cache`` list
+    them: ``module.Class[field=value,...]@arch``), and its arch. ValueError if it names no
+    kernel of these sources."""
+    match = re.fullmatch(r"(\w+)\.(\w+)\[(.*)\]@(\w+)", key.strip())
+    if not match:
+        raise ValueError(f"not a compile key: {key!r}")
+    module_name, class_name, config, arch = match.groups()
+    try:
+        cls = getattr(importlib.import_module(f"{__package__}.kernels.{module_name}"), class_name)
+        values = dict(item.split("=", 1) for item in config.split(",")) if config else {}
+        kernel = cls(**{name: _config_value(text) for name, text in values.items()})
+    except (ImportError, AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"{key}: names no kernel of these sources ({e})") from None
+    if ck.CompileKey.of(kernel, arch).describe() != key.strip():
+        raise ValueError(f"{key}: does not round-trip (fields differ from these sources)")
+    return kernel, arch
+
+
+def _config_value(text: str):
+    """Kernel config fields are str, int, bool or None; describe() wrote them with str()."""
+    if text in ("None", "True", "False"):
+        return {"None": None, "True": True, "False": False}[text]
+    return int(text) if re.fullmatch(r"-?\d+", text) else text
+
+
+def key_jobs(keys, archs=None) -> list[Job]:
+    """A job per compile-key description (e.g. the keys a GPU run used, recorded there)."""
+    jobs = []
+    for key in keys:
+        kernel, arch = kernel_of_key(key)
+        if not archs or arch in archs:
+            jobs.append(Job(key.strip(), arch, kernel=kernel))
+    return jobs
+
+
 def cache_jobs(archs=None) -> list[Job]:
     """A job per valid entry of the JIT disk cache of the installed sources (what a run compiled)."""
     jobs = []
@@ -335,12 +373,15 @@ def main(args) -> int:
             return 1
         print(f"{args.verify}: ok, {summary}")
         return 0
-    if not args.out or not (args.preset or args.from_cache) or (args.preset and not args.arch):
-        print("cute-kernels aot: give --out DIR with --arch and --preset (or --from-cache), "
+    if not args.out or not (args.preset or args.from_cache or args.keys) or (args.preset and not args.arch):
+        print("cute-kernels aot: give --out DIR with --arch and --preset (or --from-cache, or --keys FILE), "
               "or --verify DIR", file=sys.stderr)
         return 2
     try:
         jobs = cache_jobs(args.arch) if args.from_cache else []
+        if args.keys:
+            lines = Path(args.keys).read_text().splitlines()
+            jobs += key_jobs([line for line in lines if line.strip() and not line.startswith("#")], args.arch)
         jobs += preset_jobs(args.preset or [], args.arch or [], args.op)
     except ValueError as e:
         print(f"cute-kernels aot: {e}", file=sys.stderr)

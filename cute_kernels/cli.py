@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -89,6 +90,13 @@ def cache(args) -> int:
 
     root = default_cache_dir()
     files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    if args.keys:  # one compile key per line: what `cute-kernels aot --keys FILE` builds
+        for meta in sorted(p for p in files if p.suffix == ".json"):
+            try:
+                print(json.loads(meta.read_text())["key"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # a damaged entry: the cache rebuilds it on its next use
+        return 0
     print(f"{root}: {sum(p.suffix == '.o' for p in files)} kernels, "
           f"{sum(p.stat().st_size for p in files) / 1e6:.1f} MB")
     if args.clear and root.exists():
@@ -114,6 +122,7 @@ def main(argv=None) -> int:
     sub.add_parser("presets", help="list the model presets").set_defaults(func=list_presets)
     p = sub.add_parser("cache", help="show (and --clear) the JIT kernel cache")
     p.add_argument("--clear", action="store_true")
+    p.add_argument("--keys", action="store_true", help="print the compile key of every cached kernel, one per line")
     p.set_defaults(func=cache)
     p = sub.add_parser("aot", help="compile presets' kernels ahead of time into shared libraries that "
                                    "load without the CuTe DSL; or --verify such a directory")
@@ -123,6 +132,8 @@ def main(argv=None) -> int:
                                                  "name, e.g. TopkPack or silu_mul_quant), repeatable")
     p.add_argument("--from-cache", action="store_true",
                    help="also link every kernel in the JIT cache (what earlier runs compiled)")
+    p.add_argument("--keys", metavar="FILE", help="also build the kernels FILE lists, one compile key per line "
+                   "(as manifests and `cute-kernels cache` print them; --arch filters them)")
     p.add_argument("--out", help="the directory of libraries and manifest.json")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per CPU)")
     p.add_argument("--verify", metavar="DIR", help="check DIR against its manifest and the installed sources")

@@ -213,3 +213,19 @@ def test_from_cache_links_what_the_jit_compiled(cache_dir, tmp_path):
     assert "1 kernels: 1 built" in result.stdout
     assert list(entries(out)) == [ck.CompileKey.of(kernel, "sm_90a").describe()]
     assert cli("--verify", str(out)).returncode == 0
+
+
+def test_every_catalog_key_names_its_kernel():
+    from cute_kernels import catalog
+
+    for kernel in catalog.all_variants():
+        key = ck.CompileKey.of(kernel, "sm_100a").describe()
+        assert aot.kernel_of_key(key) == (kernel, "sm_100a")
+
+
+@pytest.mark.parametrize("key", ["nonsense", "router_gemm.RouterGemm[x_dtype=bfloat16]@sm_90a",
+                                 "no_such.Kernel[a=1]@sm_90a", "topk_pack.TopkPack[ids_dtype=int32,weights_dtype="
+                                 "float32,k=8,vec=8,pdl=True,threads=64,extra=1]@sm_90a"])
+def test_bad_keys_are_refused(key):
+    with pytest.raises(ValueError, match="compile key|names no kernel"):
+        aot.kernel_of_key(key)
