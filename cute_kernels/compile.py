@@ -12,16 +12,19 @@ holds; a kernel it lacks raises ``KernelUnavailableError`` there.
 Disk entries are an object file exported through TVM-FFI plus a JSON sidecar holding its sha256;
 both are written to temporary names and renamed into place, and a reader loads the object only
 after its hash matches the sidecar, so a truncated, corrupted or half-written entry is a miss
-(removed and rebuilt), never a crash.
+(rebuilt), never a crash.
 Compiles of one key are serialised across processes with a file lock, and the lock holder
-re-checks the disk first: N processes racing on one key compile it once. An unwritable cache
-directory degrades to memory-only with one warning.
+re-checks the disk first: N processes racing on one key compile it once. Only the lock holder
+removes a damaged entry (without the lock it may be a writer's between its two renames) and
+the temporaries of writers that died. An unwritable cache directory degrades to memory-only
+with one warning.
 
 This module knows kernels by their compile key only; it never sees a torch tensor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -256,6 +259,8 @@ class KernelCache:
             data = obj.read_bytes()
         except (OSError, ValueError):
             return None
+        if not isinstance(info, dict):  # valid JSON, but not the object a writer leaves
+            return None
         if info.get("sha256") != hashlib.sha256(data).hexdigest() or info.get("key") != key.describe():
             return None
         return data
@@ -271,19 +276,24 @@ class KernelCache:
         if not self._disk_usable():
             return self._compile(kernel, key, None)
         obj, meta = self._paths(key)
-        fn = self._try_load(obj, meta, key)
+        # Without the lock an incomplete entry may be a writer between its two renames: a miss,
+        # left in place. The lock holder re-checks, and removes what is damaged.
+        fn = self._try_load(obj, meta, key, remove_damaged=False)
         if fn is not None:
             return fn
         try:
             lock = filelock.FileLock(str(obj) + ".lock", timeout=600)
-            with lock:
-                fn = self._try_load(obj, meta, key)  # another process may have just built it
-                return fn if fn is not None else self._compile(kernel, key, (obj, meta))
+            with lock:  # another process may have just built it
+                fn = self._try_load(obj, meta, key, remove_damaged=True)
+                if fn is not None:
+                    return fn
+                _remove_dead_writers_temporaries(obj)
+                return self._compile(kernel, key, (obj, meta))
         except OSError as e:  # the directory went read-only or full under us
             warnings.warn(f"cute-kernels: cache write failed ({e}); continuing in memory", RuntimeWarning)
             return self._compile(kernel, key, None)
 
-    def _try_load(self, obj: Path, meta: Path, key: CompileKey):
+    def _try_load(self, obj: Path, meta: Path, key: CompileKey, remove_damaged: bool):
         if not obj.exists() and not meta.exists():
             return None
         start = time.perf_counter()
@@ -297,6 +307,8 @@ class KernelCache:
                 self.stats.disk_loads += 1
                 self.stats.events.append((key.describe(), "disk", time.perf_counter() - start))
                 return fn
+        if not remove_damaged:
+            return None
         self.stats.corrupt_entries += 1
         for p in (obj, meta):
             try:
@@ -314,21 +326,49 @@ class KernelCache:
         if dest is None:
             return compiled
         obj, meta = dest
-        tmp = obj.with_suffix(f".o.tmp{os.getpid()}")
+        tmp, meta_tmp = _temporary(obj), _temporary(meta)
         try:
             compiled.export_to_c(str(tmp), function_name=_FUNCTION_NAME)
             data = tmp.read_bytes()
             info = {"key": key.describe(), "sha256": hashlib.sha256(data).hexdigest(),
                     "dsl": dsl_version(), "fingerprint": source_fingerprint(),
                     "compile_seconds": round(seconds, 3)}
-            meta_tmp = meta.with_suffix(f".json.tmp{os.getpid()}")
             meta_tmp.write_text(json.dumps(info))
             os.replace(tmp, obj)
             os.replace(meta_tmp, meta)
         except OSError as e:
             warnings.warn(f"cute-kernels: could not write {obj} ({e}); kept in memory", RuntimeWarning)
-            tmp.unlink(missing_ok=True)
+            for t in (tmp, meta_tmp):
+                with contextlib.suppress(OSError):
+                    t.unlink(missing_ok=True)
         return compiled
+
+
+_TMP = ".tmp"  # a temporary is the final name + ".tmp<writer's pid>"
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f"{path.name}{_TMP}{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (EPERM), or no valid pid: keep its file
+        return True
+    return True
+
+
+def _remove_dead_writers_temporaries(obj: Path) -> None:
+    """Removes the temporaries of ``obj``'s entry left by writers that died (killed mid-write).
+    Called holding the entry's lock, before compiling it: a live writer's files are never touched."""
+    for tmp in obj.parent.glob(f"{obj.stem}.*{_TMP}*"):
+        pid = tmp.name.rpartition(_TMP)[2]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 _default_cache: KernelCache | None = None

@@ -5,8 +5,10 @@ Tiers, in order: ``cute-fused`` (``cute_kernels.norm_router_gemm``, one kernel),
 free of the rounding of normed_x as the spec requires), ``torch`` (both halves in fp32 torch).
 
 The problem (``NormRouterProblem``): ``device``, ``x_dtype``, ``norm_dtype``, ``gate_dtype``,
-``out_dtype``, ``hidden`` (H), ``gate_shape`` ([E, H]) and ``dense`` (every tensor contiguous,
-x, gate_weight and the outputs 16-byte aligned); ``arch`` is the device's arch.
+``out_dtype``, ``hidden`` (H), ``gate_shape`` ([E, H]), ``dense`` (every tensor contiguous,
+x, gate_weight and the outputs 16-byte aligned), ``same_device`` (every tensor on x's device) and
+``norm_ok`` (norm_weight of length H, eps >= 0); no plan is ever built without the last two, so a
+call that breaks them is checked (and refused) every time. ``arch`` is the device's arch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import NamedTuple
 import torch
 
 from . import environment, router, tiers
-from .torch_math import check_tensor, dense, dtype_name, finish, linear_fp32, require, rms_norm_fp32
+from .torch_math import (check_devices, check_out, check_tensor, dense, dtype_name, finish, linear_fp32, require,
+                         rms_norm_fp32, same_device)
 
 X_DTYPES = (torch.bfloat16, torch.float16)
 NORM_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
@@ -34,6 +37,8 @@ class NormRouterProblem(NamedTuple):
     hidden: int
     gate_shape: torch.Size
     dense: bool
+    same_device: bool = True
+    norm_ok: bool = True
 
     @property
     def arch(self) -> str | None:
@@ -50,11 +55,14 @@ class NormRouterProblem(NamedTuple):
                 f" on {self.device} ({self.arch or 'no GPU arch'})")
 
 
-def problem_key(x, norm_weight, gate_weight, out_dtype, normed_out, logits_out):
+def problem_key(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
     m, hidden = x.shape
+    device = x.device
     is_dense = (dense(x) and norm_weight.is_contiguous() and dense(gate_weight)
                 and (normed_out is None or dense(normed_out)) and (logits_out is None or dense(logits_out)))
-    key = (x.device, x.dtype, norm_weight.dtype, gate_weight.dtype, out_dtype, hidden, gate_weight.shape, is_dense)
+    key = (device, x.dtype, norm_weight.dtype, gate_weight.dtype, out_dtype, hidden, gate_weight.shape, is_dense,
+           same_device(device, norm_weight, gate_weight, normed_out, logits_out),
+           norm_weight.shape == (hidden,) and float(eps) >= 0.0)
     return key, m
 
 
@@ -74,13 +82,15 @@ def check_args(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_o
         check_tensor("normed_out", normed_out, 2, (x.dtype,))
     if logits_out is not None:
         check_tensor("logits_out", logits_out, 2, (out_dtype,))
+    check_devices("x", x, norm_weight=norm_weight, gate_weight=gate_weight, normed_out=normed_out,
+                  logits_out=logits_out)
 
 
 def run(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
     """The eager path: cached plan, integer compare on M, the tier."""
     args = (x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
     try:
-        key, m = problem_key(x, norm_weight, gate_weight, out_dtype, normed_out, logits_out)
+        key, m = problem_key(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
     except (AttributeError, TypeError, ValueError):
         check_args(*args)
         raise
@@ -90,7 +100,7 @@ def run(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
 def problem_of(x, norm_weight, gate_weight, eps=1e-6, *, out_dtype=torch.float32, normed_out=None,
                logits_out=None):
     check_args(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
-    key, m = problem_key(x, norm_weight, gate_weight, out_dtype, normed_out, logits_out)
+    key, m = problem_key(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
     return NormRouterProblem(*key), m
 
 
@@ -138,6 +148,8 @@ def _cute_fused(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_
 
 
 def _unfused(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
+    if logits_out is not None:  # else the router GEMM would report it as its "out"
+        check_out("logits_out", logits_out, (x.shape[0], gate_weight.shape[0]), out_dtype)
     n = rms_norm_fp32(x, norm_weight, eps)
     return (finish(n, x.dtype, normed_out, "normed_out"),
             router.run(n, gate_weight, None, out_dtype, logits_out))

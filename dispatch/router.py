@@ -5,8 +5,9 @@ kernel), ``cublas`` (``torch.mm`` with an fp32 result), ``torch`` (fp32 ``F.line
 
 The problem (``RouterProblem``) is the call without M: ``device``, ``x_dtype``,
 ``weight_dtype``, ``bias`` (None or ``(dtype, shape)``), ``out_dtype``, ``hidden`` (H),
-``weight_shape`` ([E, H]) and ``dense`` (x, weight and out contiguous and 16-byte aligned, bias
-contiguous); ``arch`` is the device's arch.
+``weight_shape`` ([E, H]), ``dense`` (x, weight and out contiguous and 16-byte aligned, bias
+contiguous) and ``same_device`` (every tensor on x's device: no plan is ever built without it);
+``arch`` is the device's arch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import NamedTuple
 import torch
 
 from . import environment, tiers
-from .torch_math import check_tensor, dense, dtype_name, finish, linear_fp32, require
+from .torch_math import check_devices, check_tensor, dense, dtype_name, finish, linear_fp32, require, same_device
 
 _BF16, _FP16, _FP32 = torch.bfloat16, torch.float16, torch.float32
 X_DTYPES = (_BF16, _FP16, _FP32)
@@ -36,6 +37,7 @@ class RouterProblem(NamedTuple):
     hidden: int
     weight_shape: torch.Size
     dense: bool
+    same_device: bool = True
 
     @property
     def arch(self) -> str | None:
@@ -60,10 +62,11 @@ class RouterProblem(NamedTuple):
 def problem_key(x, weight, bias, out_dtype, out):
     """``(key, M)``: the hot path's plain-tuple form of ``RouterProblem``."""
     m, hidden = x.shape
+    device = x.device
     is_dense = (x.is_contiguous() and weight.is_contiguous() and not (x.data_ptr() | weight.data_ptr()) % 16
                 and (bias is None or bias.is_contiguous()) and (out is None or dense(out)))
-    key = (x.device, x.dtype, weight.dtype, None if bias is None else (bias.dtype, bias.shape), out_dtype,
-           hidden, weight.shape, is_dense)
+    key = (device, x.dtype, weight.dtype, None if bias is None else (bias.dtype, bias.shape), out_dtype,
+           hidden, weight.shape, is_dense, same_device(device, weight, bias, out))
     return key, m
 
 
@@ -81,6 +84,7 @@ def check_args(x, weight, bias, out_dtype, out) -> None:
         raise TypeError(f"out_dtype must be float32 or bfloat16; got {out_dtype}")
     if out is not None:
         check_tensor("out", out, 2, (out_dtype,))
+    check_devices("x", x, weight=weight, bias=bias, out=out)
 
 
 def run(x, weight, bias, out_dtype, out):

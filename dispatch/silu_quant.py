@@ -2,9 +2,10 @@
 ``torch`` (the spec itself, ``cute_kernels.reference.silu_mul_quant_fp8``).
 
 The problem (``SiluQuantProblem``): ``device``, ``x_dtype``, ``width`` (2H), ``group_size``,
-``ue8m0``, ``scale_layout``, ``scale_ub`` (None or ``(dtype, device, numel)``) and ``dense`` (x
+``ue8m0``, ``scale_layout``, ``scale_ub`` (None or ``(dtype, device, numel)``), ``dense`` (x
 contiguous and 16-byte aligned, out contiguous and 8-byte aligned, scales laid out as
-``scale_layout`` says); ``arch`` is the device's arch.
+``scale_layout`` says) and ``same_device`` (out and scales on x's device: no plan is ever built
+without it; ``scale_ub`` may be elsewhere); ``arch`` is the device's arch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from cute_kernels import reference as spec
 
 from . import environment, tiers
-from .torch_math import check_out, check_tensor, dense, dtype_name, require
+from .torch_math import check_devices, check_out, check_tensor, dense, dtype_name, require, same_device
 
 MAX_ELEMENTS = 2**31 - 1
 
@@ -30,6 +31,7 @@ class SiluQuantProblem(NamedTuple):
     scale_layout: str
     scale_ub: tuple | None
     dense: bool
+    same_device: bool = True
 
     @property
     def arch(self) -> str | None:
@@ -52,10 +54,12 @@ def _scales_laid_out(scales: torch.Tensor, layout: str) -> bool:
 
 def problem_key(x, group_size, scale_ub, ue8m0, scale_layout, out, scales):
     m, width = x.shape
+    device = x.device
     is_dense = (dense(x) and (out is None or dense(out, 8))
                 and (scales is None or _scales_laid_out(scales, scale_layout)))
     ub = None if scale_ub is None else (scale_ub.dtype, scale_ub.device, scale_ub.numel())
-    return (x.device, x.dtype, width, group_size, ue8m0, scale_layout, ub, is_dense), m
+    return (device, x.dtype, width, group_size, ue8m0, scale_layout, ub, is_dense,
+            same_device(device, out, scales)), m
 
 
 def check_args(x, group_size, scale_ub, ue8m0, scale_layout, out, scales) -> None:
@@ -72,6 +76,7 @@ def check_args(x, group_size, scale_ub, ue8m0, scale_layout, out, scales) -> Non
         check_tensor("out", out, 2, (torch.float8_e4m3fn,))
     if scales is not None:
         check_tensor("scales", scales, 2, (torch.float32,))
+    check_devices("x", x, out=out, scales=scales)
 
 
 def run(x, group_size, scale_ub, ue8m0, scale_layout, out, scales):
@@ -117,10 +122,14 @@ def _torch(x, group_size, scale_ub, ue8m0, scale_layout, out, scales):
     q, s = spec.silu_mul_quant_fp8(x, group_size, scale_ub=scale_ub, ue8m0=ue8m0, scale_layout=scale_layout)
     if out is not None:
         check_out("out", out, tuple(q.shape), q.dtype)
-        q = out.copy_(q)
     if scales is not None:
         check_out("scales", scales, tuple(s.shape), s.dtype)
+        if not _scales_laid_out(scales, scale_layout):  # refused as the kernel refuses them
+            raise ValueError(f"scales must have strides {s.stride()} for scale_layout={scale_layout!r}; "
+                             f"got {scales.stride()}")
         s = scales.copy_(s)
+    # The spec's q has x's strides; the kernel's is always row-major.
+    q = q.contiguous() if out is None else out.copy_(q)
     return q, s
 
 

@@ -1,9 +1,9 @@
 """Top-k packing tiers: ``cute`` (``cute_kernels.pack_topk``), then ``torch`` (the spec,
 ``cute_kernels.reference.pack_topk``).
 
-The problem (``PackTopkProblem``): ``device``, ``ids_dtype``, ``weights_dtype``, ``k`` and
-``dense`` (ids, weights and out contiguous; the kernel specialises on alignment itself);
-``arch`` is the device's arch.
+The problem (``PackTopkProblem``): ``device``, ``ids_dtype``, ``weights_dtype``, ``k``, ``dense``
+(ids, weights and out contiguous; the kernel specialises on alignment itself) and ``same_device``
+(weights and out on ids' device: no plan is ever built without it); ``arch`` is the device's arch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from cute_kernels import reference as spec
 
 from . import environment, tiers
-from .torch_math import check_out, check_tensor, dtype_name, require
+from .torch_math import check_devices, check_out, check_tensor, dtype_name, require, same_device
 
 MAX_ELEMENTS = 2**31 - 1
 
@@ -26,6 +26,7 @@ class PackTopkProblem(NamedTuple):
     weights_dtype: torch.dtype
     k: int
     dense: bool
+    same_device: bool = True
 
     @property
     def arch(self) -> str | None:
@@ -43,8 +44,9 @@ class PackTopkProblem(NamedTuple):
 
 def problem_key(ids, weights, out):
     m, k = ids.shape
+    device = ids.device
     is_dense = ids.is_contiguous() and weights.is_contiguous() and (out is None or out.is_contiguous())
-    return (ids.device, ids.dtype, weights.dtype, k, is_dense), m
+    return (device, ids.dtype, weights.dtype, k, is_dense, same_device(device, weights, out)), m
 
 
 def check_args(ids, weights, out) -> None:
@@ -54,6 +56,7 @@ def check_args(ids, weights, out) -> None:
             f"weights has shape {tuple(weights.shape)}, not ids' shape {tuple(ids.shape)}")
     if out is not None:
         check_tensor("out", out, 2, (torch.int32,))
+    check_devices("ids", ids, weights=weights, out=out)
 
 
 def run(ids, weights, out):

@@ -7,6 +7,7 @@ nothing before the sum), whatever ``torch.backends.cuda.matmul.allow_tf32`` says
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -16,20 +17,26 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+_tf32_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def _ieee_fp32_matmul():
-    # A process-wide flag: restored at once; another thread's GEMM in this window loses TF32.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = True
+    """TF32 off for the GEMMs issued in the block. The flag is process-wide: the lock keeps two
+    callers from restoring it under each other's GEMM (cuBLAS reads it when the GEMM is issued)."""
+    with _tf32_lock:
+        allowed = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = allowed
 
 
 def linear_fp32(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ weight.T (+ bias)`` with fp32 operands and fp32 products and sums."""
     b = None if bias is None else bias.float()
-    if x.is_cuda and torch.backends.cuda.matmul.allow_tf32:
+    if x.is_cuda:
         with _ieee_fp32_matmul():
             return F.linear(x.float(), weight.float(), b)
     return F.linear(x.float(), weight.float(), b)
@@ -50,11 +57,13 @@ def finish(value: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None, na
 
 
 def check_out(name: str, out, shape: tuple, dtype: torch.dtype) -> None:
+    """An output's type, dtype and shape: TypeError / ValueError as ``check_tensor`` raises them."""
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(out).__name__}")
     if out.dtype != dtype or tuple(out.shape) != shape:
-        raise ValueError(f"{name} must be {dtype_name(dtype)} {list(shape)}; got "
-                         f"{dtype_name(out.dtype)} {list(out.shape)}")
+        error = TypeError if out.dtype != dtype else ValueError
+        raise error(f"{name} must be {dtype_name(dtype)} {list(shape)}; got "
+                    f"{dtype_name(out.dtype)} {list(out.shape)}")
 
 
 def check_tensor(name: str, t, ndim: int, dtypes: tuple) -> None:
@@ -66,6 +75,23 @@ def check_tensor(name: str, t, ndim: int, dtypes: tuple) -> None:
     if t.dtype not in dtypes:
         allowed = ", ".join(dtype_name(d) for d in dtypes)
         raise TypeError(f"{name} must have dtype {allowed}; got {dtype_name(t.dtype)}")
+
+
+def same_device(device: torch.device, *tensors) -> bool:
+    """Whether every given tensor (None: absent) is on ``device``: the problem keys' flag, which
+    keeps a call that ``check_devices`` refuses off every cached plan."""
+    for t in tensors:
+        if t is not None and t.device != device:
+            return False
+    return True
+
+
+def check_devices(x_name: str, x: torch.Tensor, **tensors) -> None:
+    """Every given tensor (None: absent) on ``x``'s device, else ValueError naming it."""
+    for name, t in tensors.items():
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but {x_name} is on {x.device}; "
+                             "all tensors must be on one device")
 
 
 def require(ok: bool, message: str) -> None:

@@ -90,20 +90,26 @@ def test_unwritable_directory_degrades_to_memory(tmp_path, monkeypatch):
 
 
 RACER = textwrap.dedent("""
-    import sys
-    from cute_kernels.compile import KernelCache
+    import json
+    from cute_kernels.compile import CompileKey, KernelCache
     from cute_kernels.kernels.topk_pack import TopkPack
     c = KernelCache()
-    fn = c.get(TopkPack("int32", "float32", 8, 8, True), "sm_90a")
-    print(c.stats.compiles, c.stats.disk_loads, callable(fn))
+    kernel = TopkPack("int32", "float32", 8, 8, True)
+    fn = c.get(kernel, "sm_90a")
+    sha = json.loads(c._paths(CompileKey.of(kernel, "sm_90a"))[1].read_text())["sha256"]
+    print(c.stats.compiles, c.stats.disk_loads, callable(fn), sha)
 """)
 
 
 def test_racing_processes_compile_once(cache_dir):
     procs = [subprocess.Popen([sys.executable, "-c", RACER], stdout=subprocess.PIPE, text=True)
-             for _ in range(6)]
+             for _ in range(8)]
     results = [p.communicate(timeout=600)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sum(int(r[0]) for r in results) == 1
-    assert sum(int(r[1]) for r in results) == 5
+    assert sum(int(r[1]) for r in results) == 7
     assert all(r[2] == "True" for r in results)
+    obj, meta = entry(ck.KernelCache())
+    assert {r[3] for r in results} == {json.loads(meta.read_text())["sha256"]}  # one entry, used by all
+    fresh = ck.KernelCache()
+    assert callable(fresh.get(KERNEL, ARCH)) and (fresh.stats.disk_loads, fresh.stats.compiles) == (1, 0)

@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import timeit
 from pathlib import Path
 
@@ -21,9 +23,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import dispatch
-from cute_kernels import presets
 from cute_kernels import reference as spec
-from dispatch import environment, tiers, tuning
+from dispatch import environment, tiers, torch_math, tuning
 from helpers import rel_frobenius, within_one_bf16_ulp, fp32_sum_error
 
 BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
@@ -134,6 +135,31 @@ def test_pack_topk_is_the_spec(ids_dtype, weights_dtype, gen):
     assert dispatch.pack_topk(ids, w, out=out) is out and torch.equal(out, spec.pack_topk(ids, w))
     with pytest.raises(ValueError, match=r"weights has shape \(9, 5\), not ids' shape \(9, 6\)"):
         dispatch.pack_topk(ids, w[:, :5])
+
+
+def test_no_tf32_switch_holds_for_concurrent_gemms():
+    """The switch is process-wide: a thread's fp32 GEMM must never see another thread turn TF32
+    back on, and the flag ends as the user set it."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    seen = []
+
+    def gemms():
+        for _ in range(100):
+            with torch_math._ieee_fp32_matmul():
+                time.sleep(1e-4)  # where a GEMM would be issued
+                seen.append(torch.backends.cuda.matmul.allow_tf32)
+
+    try:
+        threads = [threading.Thread(target=gemms) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(seen) == 400 and not any(seen)
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 # -- torch integration ---------------------------------------------------------------------------
@@ -327,20 +353,6 @@ def test_without_the_dsl_torch_tiers_run_with_one_warning(tmp_path):
 
 
 # -- tuning table --------------------------------------------------------------------------------
-def test_shipped_table_parses_and_covers_every_preset():
-    source, entries = tuning.table()
-    assert "heuristic" in source
-    for p in presets.PRESETS.values():
-        dtypes = ("bfloat16", p.gate_dtype)
-        assert ("router_gemm", "sm_90a", dtypes, (p.hidden_size, p.num_experts)) in entries, p.name
-        if p.norm_router:
-            assert ("norm_router_gemm", "sm_90a", dtypes, (p.hidden_size, p.num_experts)) in entries, p.name
-        assert ("silu_mul_quant_fp8", "sm_90a", ("bfloat16",), (p.moe_intermediate_size,)) in entries, p.name
-        assert ("pack_topk", "sm_90a", ("int64", "float32"), (p.top_k,)) in entries, p.name
-    for (op, *_), windows in entries.items():
-        assert set(windows) <= set(tiers.op_tiers(op).names()), (op, windows)
-
-
 def test_table_format_errors_are_clear():
     with pytest.raises(ValueError, match="expected an object with a 'source' string"):
         tuning.parse('{"entries": []}')
