@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install -q -e ".[test]"
 
-.PHONY: install demo test test-gpu sanitize bench
+.PHONY: install demo test test-gpu sanitize sweep tuning notebooks
 
 install:
 	$(PIP_INSTALL)
@@ -30,5 +30,18 @@ sanitize:
 	  tail -2 $(SANITIZER_DIR)/$$tool.log; \
 	done
 
-bench:
-	$(PYTHON) perf/bench_pack_topk.py --out perf/results/h100
+# On the GPU machine: the performance sweep of each op in OPS into RESULTS. One op per device call
+# keeps each under its 10 minutes, e.g. `make sweep OPS=router_gemm RESULTS=$OUT` (perf/NOTES.md).
+RESULTS ?= perf/results/h100
+OPS ?= router_gemm norm_router_gemm silu_mul_quant_fp8 pack_topk
+sweep:
+	status=0; for op in $(OPS); do $(PYTHON) perf/sweep.py --op $$op --out $(RESULTS) || status=1; done; exit $$status
+
+# No GPU: the dispatcher's tuning table (dispatch/tuning.json) from the router sweeps in RESULTS.
+tuning:
+	$(PYTHON) perf/sweep.py --write-tuning $(wildcard $(RESULTS)/router_gemm.json $(RESULTS)/norm_router_gemm.json)
+
+# No GPU: re-execute the notebooks from the committed results, outputs saved in place.
+notebooks:
+	$(PYTHON) -m pip install -q -e ".[perf]"
+	for nb in perf/*.ipynb; do $(PYTHON) -m jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; done

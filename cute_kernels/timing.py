@@ -78,14 +78,15 @@ def measure_floors(device=None, copy_bytes: int = 1 << 30, launches: int = 200, 
 
 
 def _nvidia_smi(index: int) -> dict:
-    fields = ["driver_version", "clocks.sm", "clocks.max.sm"]
+    fields = ["driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem"]
     try:
         out = subprocess.run(
             ["nvidia-smi", "-i", str(index), f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=20, check=True,
         ).stdout.strip().splitlines()[0]
-        driver, sm, sm_max = (v.strip() for v in out.split(","))
-        return {"driver": driver, "sm_clock_mhz": sm, "sm_clock_max_mhz": sm_max}
+        driver, sm, sm_max, mem, mem_max = (v.strip() for v in out.split(","))
+        return {"driver": driver, "sm_clock_mhz": sm, "sm_clock_max_mhz": sm_max, "mem_clock_mhz": mem,
+                "mem_clock_max_mhz": mem_max}
     except Exception:  # no nvidia-smi, or it answered something unexpected: leave the fields out
         return {}
 
@@ -225,35 +226,3 @@ def save_figure(fig, png_path, title: str) -> None:
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
-
-
-def bench_main(doc: str, *, impls, run, plot, full, quick, argv=None) -> int:
-    """The command line every perf/bench_*.py shares: sweep (``--quick`` for a smoke run),
-    ``--impls`` subset, ``--replays``, and ``--plot-only JSON`` to redraw without a GPU.
-
-    ``impls`` is a list of (impl, pdl); ``run(out_dir, points, impls, replays) -> ok``;
-    ``plot(json_path, png_path)``; ``full``/``quick`` are the sweep's point lists."""
-    import argparse
-    import sys
-
-    names = ",".join(dict.fromkeys(impl for impl, _ in impls))
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent.parent / "perf" / "results" / "h100"),
-                   help="output directory")
-    p.add_argument("--quick", action="store_true", help=f"only {quick} (smoke run)")
-    p.add_argument("--replays", type=int, default=20, help="timed graph replays per point (>= 20)")
-    p.add_argument("--impls", default=names, help=f"comma-separated subset of {names}")
-    p.add_argument("--plot-only", metavar="JSON", help="redraw the plot from a results JSON (no GPU)")
-    args = p.parse_args(argv)
-    if args.plot_only:
-        src = pathlib.Path(args.plot_only)
-        plot(src, src.with_suffix(".png"))
-        print(f"wrote {src.with_suffix('.png')}")
-        return 0
-    if not torch.cuda.is_available():
-        print("no CUDA device: only --plot-only works here", file=sys.stderr)
-        return 2
-    wanted = set(args.impls.split(","))
-    chosen = [(impl, pdl) for impl, pdl in impls if impl in wanted]
-    ok = run(pathlib.Path(args.out), quick if args.quick else full, chosen, max(args.replays, 20))
-    return 0 if ok else 1

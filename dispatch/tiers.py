@@ -155,6 +155,8 @@ class OpTiers:
                 verdict = "eligible, not needed"
             elif m > v.max_rows:
                 verdict = f"skipped: M={m} is over its limit of {v.max_rows} rows"
+            elif v.window == tuning.NEVER:
+                verdict = "skipped: the tuning table never runs it for this problem"
             else:
                 verdict = f"skipped: the tuning table gives it M in {_span(*v.window)}"
             steps.append((name, verdict))
@@ -163,7 +165,8 @@ class OpTiers:
 
     def run(self, key, m: int, args: tuple, check_args: Callable, problem_type):
         """The eager path: the cached plan for ``key``, an integer compare on M, the tier.
-        ``check_args(*args)`` runs only when a new problem's plan is built, to name bad arguments."""
+        ``check_args(*args)`` runs only when a new problem's plan is built, to name bad arguments,
+        so a key holds every fact it checks that the tiers do not (e.g. all tensors on one device)."""
         plan = self.plans.get(key)
         if plan is None:
             check_args(*args)

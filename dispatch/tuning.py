@@ -28,8 +28,10 @@ op                                dtypes                       shape
 ``pack_topk``                     ids, weights                 k
 ================================  ===========================  ===============================
 
-A window is ``[lo, hi]`` with ``hi`` null for no upper bound. A problem with no entry gets
-``default_windows``. The shipped table is a heuristic until a performance sweep rewrites it.
+A window is ``[lo, hi]`` with ``hi`` null for no upper bound, or null: the tier never runs for
+that problem (a measured table says so for a tier that was slower at every M, which it must:
+an unnamed tier may run at every M). A problem with no entry gets ``default_windows``.
+``python perf/sweep.py --write-tuning RESULTS.json`` writes the windows a sweep measured.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import sys
 from pathlib import Path
 
 NO_LIMIT = sys.maxsize  # an integer, so the per-call test stays an integer compare
+NEVER = (1, 0)  # lo > hi: no M falls in it
 TABLE_PATH = Path(__file__).with_name("tuning.json")
 
 _SIXTEEN_BIT = ("bfloat16", "float16")
@@ -79,6 +82,8 @@ def parse(text: str, origin: str = "tuning table") -> tuple[str, dict]:
 
 
 def _window(w) -> tuple[int, int]:
+    if w is None:
+        return NEVER
     lo, hi = w
     lo, hi = int(lo), NO_LIMIT if hi is None else int(hi)
     if not 0 <= lo <= hi:

@@ -1,84 +1,162 @@
-"""Router GEMM benchmark: both cute_kernels variants (PDL on and off) against torch, per preset x M.
+"""Router GEMM: what ``perf/sweep.py --op router_gemm`` times, per preset (or HxE shape) x M.
 
-    python perf/bench_router_gemm.py --out perf/results/h100            # full sweep (GPU)
-    python perf/bench_router_gemm.py --out /tmp/x --quick               # smoke run (GPU)
-    python perf/bench_router_gemm.py --plot-only perf/results/h100/router_gemm.json   # no GPU
+One implementation per dispatcher tier, plus the dispatcher itself:
+- ``cute-dot``, ``cute-mma``: ``cute_kernels.router_gemm(variant=...)``, PDL on (``--pdl-off`` adds off);
+- ``cublas``: ``torch.mm(x, W.T, out_dtype=float32)`` (+ bias), what a serving engine runs for 16-bit weights;
+- ``torch``: fp32 ``F.linear`` without TF32, the path for fp32 weights;
+- ``dispatch``: ``dispatch.router_gemm`` with the shipped tuning table; its rows name the tier it ran;
+- ``flashinfer``: FlashInfer's router GEMM for its shapes at M <= 16, only where it is installed.
+Speedups are over ``cublas`` where it runs, else ``torch``. Also measured: the PDL chain (a
+producer kernel writing x, then the router) for DeepSeek-V3 at M = 1 and 16.
 
-torch is the path a serving engine takes without a custom kernel: ``torch.mm(x, W.T,
-out_dtype=float32)`` (cuBLAS) for 16-bit weights, ``F.linear`` in fp32 (TF32 off) for fp32
-weights. Rows carry ``default: true`` for the variant ``cute_kernels.router_gemm`` picks by
-itself at that M; the table and plot show that one. Also measured: the PDL chain (a producer
-kernel writing x, then the router) for DeepSeek-V3 at M = 1 and 16.
-Writes <out>/router_gemm.json (+ .csv) and <out>/router_gemm.png; prints a table last.
+    python perf/bench_router_gemm.py [sweep options]   # = python perf/sweep.py --op router_gemm
 """
 
-import json
 import pathlib
 import statistics
 import sys
 import traceback
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere
+if str(ROOT) not in sys.path:  # run as a script from anywhere, installed or not
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
 from cute_kernels import presets, timing  # noqa: E402
+from dispatch import router  # noqa: E402
 
-OP = "router_gemm"
-M_VALUES = [1, 2, 4, 8, 16, 32, 64, 128]
-FULL = [(p, m) for p in presets.PRESETS for m in M_VALUES]
-QUICK = [("deepseek-v3", m) for m in (1, 16, 128)] + [("minimax-m2", 1), ("gpt-oss-120b", 1)]
-# "cute": the variant router_gemm picks by itself; "cute-dot" / "cute-mma": forced.
-IMPLS = [("cute", True), ("cute", False), ("torch", False), ("cute-dot", True), ("cute-mma", True)]
+OP = FILE = "router_gemm"
+SIZE = "M"
+SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+POINT = ("preset", "H", "E", "x_dtype", "w_dtype", "out_dtype", "bias", "M")
+QUICK_PRESETS = ["deepseek-v3", "minimax-m2", "gpt-oss-120b"]  # bf16; fp32 weights; bias + bf16 out
+QUICK_SIZES = [1, 16, 128]
+IMPLS = [("cute-dot", True), ("cute-mma", True), ("cublas", False), ("torch", False), ("dispatch", True),
+         ("flashinfer", True)]
+PDL_IMPLS = ("cute-dot", "cute-mma", "flashinfer")
+BASELINES = ("cublas", "torch")
+TIERS = {("cute-dot", True): "cute-dot", ("cute-mma", True): "cute-mma", ("cublas", False): "cublas",
+         ("torch", False): "torch"}
+DESCRIPTIONS = {
+    "cute-dot": "cute_kernels.router_gemm(variant='dot')",
+    "cute-mma": "cute_kernels.router_gemm(variant='mma')",
+    "cublas": "dispatch tier cublas: torch.mm(x, W.T, out_dtype=float32) (+ bias)",
+    "torch": "dispatch tier torch: F.linear in fp32, no TF32",
+    "dispatch": "dispatch.router_gemm with the shipped tuning table (row field 'tier': the tier it ran)",
+    "flashinfer": "flashinfer.gemm.mm_M1_16_K<H>_N<E>[_bf16] (specialised shapes, M <= 16)",
+}
 DT = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def shape(preset: str):
-    p = presets.get(preset)
-    return p.hidden_size, p.num_experts, DT[p.gate_dtype], DT[p.logits_dtype], p.gate_bias
+def points(preset_names=None, shapes=None, sizes=None, quick=False) -> list:
+    """A point per (problem, M); problems from presets (default: all) and ``HxE`` shapes (bf16)."""
+    if quick:
+        preset_names, sizes = preset_names or ([] if shapes else QUICK_PRESETS), sizes or QUICK_SIZES
+    if not preset_names and not shapes:
+        preset_names = list(presets.PRESETS)
+    problems = []
+    for name in preset_names or ():
+        p = presets.get(name)
+        problems.append({"preset": name, "H": p.hidden_size, "E": p.num_experts, "x_dtype": "bfloat16",
+                         "w_dtype": p.gate_dtype, "out_dtype": p.logits_dtype, "bias": p.gate_bias})
+    for shape in shapes or ():
+        h, e = (int(n) for n in shape.lower().split("x"))
+        problems.append({"preset": shape, "H": h, "E": e, "x_dtype": "bfloat16", "w_dtype": "bfloat16",
+                         "out_dtype": "float32", "bias": False})
+    return [{**problem, "M": m} for problem in problems for m in sizes or SIZES]
 
 
-def bytes_per_call(preset: str, m: int) -> int:
-    h, e, w_dtype, out_dtype, bias = shape(preset)
-    w = w_dtype.itemsize
-    return e * h * w + m * h * 2 + m * e * out_dtype.itemsize + (e * w if bias else 0)
+def series(point) -> str:
+    return point["preset"]
 
 
-def torch_router(x, w, b, out_dtype):
-    if x.dtype == w.dtype and x.dtype != torch.float32:
-        y = torch.mm(x, w.T, out_dtype=torch.float32)
-        if b is not None:
-            y += b
-        return y.to(out_dtype)
-    return torch.nn.functional.linear(x.float(), w.float(), None if b is None else b.float()).to(out_dtype)
+def tuning_key(point):
+    return (point["x_dtype"], point["w_dtype"]), (point["H"], point["E"])
 
 
-def make_inputs(preset: str, m: int):
-    h, e, w_dtype, out_dtype, bias = shape(preset)
+def bytes_per_call(point) -> int:
+    """W once, x once, logits written, bias."""
+    w = DT[point["w_dtype"]].itemsize
+    return (point["E"] * point["H"] * w + point["M"] * point["H"] * DT[point["x_dtype"]].itemsize
+            + point["M"] * point["E"] * DT[point["out_dtype"]].itemsize + (point["E"] * w if point["bias"] else 0))
+
+
+def normalise(row) -> dict:
+    """Rows of the earlier benchmark named impls differently: ``cute_kernels`` + ``variant`` is
+    a CuTe tier, and its ``torch`` was torch.mm(out_dtype=fp32), i.e. the cublas tier, for
+    16-bit weights."""
+    if row["impl"] == "cute_kernels":
+        return {**row, "impl": f"cute-{row['variant']}"}
+    if row["impl"] == "torch" and "variant" in row and row["w_dtype"] == row["x_dtype"] != "float32":
+        return {**row, "impl": "cublas"}
+    return row
+
+
+def problem(point) -> router.RouterProblem:
+    """The dispatcher's view of a point's call on the current GPU (fresh tensors are dense)."""
+    bias = (DT[point["w_dtype"]], torch.Size([point["E"]])) if point["bias"] else None
+    return router.RouterProblem(torch.device("cuda", 0), DT[point["x_dtype"]], DT[point["w_dtype"]], bias,
+                                DT[point["out_dtype"]], point["H"], torch.Size([point["E"], point["H"]]), True)
+
+
+def _flashinfer(point):
+    """FlashInfer's specialised router GEMM for this point, or None."""
+    if point["M"] > 16 or point["bias"] or not point["x_dtype"] == point["w_dtype"] == "bfloat16":
+        return None
+    try:
+        import flashinfer.gemm
+    except Exception:  # noqa: BLE001 - any failure to import means: no peer here
+        return None
+    suffix = "_bf16" if point["out_dtype"] == "bfloat16" else ""
+    return getattr(flashinfer.gemm, f"mm_M1_16_K{point['H']}_N{point['E']}{suffix}", None)
+
+
+def unavailable(impl: str, point) -> str | None:
+    """Why ``impl`` cannot run at ``point`` (the tier's own eligibility), or None."""
+    if impl == "dispatch":
+        return None
+    if impl == "flashinfer":
+        return None if _flashinfer(point) else "flashinfer is not installed or has no kernel for this shape/M"
+    return router.ROUTER.tier(impl).eligible(problem(point))
+
+
+def make_inputs(point):
+    h, e, m = point["H"], point["E"], point["M"]
+    w_dtype, out_dtype = DT[point["w_dtype"]], DT[point["out_dtype"]]
 
     def make():
-        x = torch.randn(m, h, device="cuda").to(torch.bfloat16)
+        x = torch.randn(m, h, device="cuda").to(DT[point["x_dtype"]])
         w = (torch.randn(e, h, device="cuda") / h ** 0.5).to(w_dtype)
-        b = (torch.randn(e, device="cuda") * 0.1).to(w_dtype) if bias else None
+        b = (torch.randn(e, device="cuda") * 0.1).to(w_dtype) if point["bias"] else None
         return x, w, b, torch.empty(m, e, dtype=out_dtype, device="cuda")
     return make
 
 
-def measure(impl: str, pdl: bool, preset: str, m: int, replays: int) -> dict:
+def _call(impl: str, pdl: bool, point):
     import cute_kernels
+    import dispatch
+
+    out_dtype = DT[point["out_dtype"]]
+    if impl.startswith("cute-"):
+        variant = impl.removeprefix("cute-")
+        return lambda x, w, b, out: cute_kernels.router_gemm(x, w, b, out_dtype=out_dtype, out=out, pdl=pdl,
+                                                             variant=variant)
+    if impl == "dispatch":
+        return lambda x, w, b, out: dispatch.router_gemm(x, w, b, out_dtype=out_dtype, out=out)
+    if impl == "flashinfer":
+        fn = _flashinfer(point)
+        return lambda x, w, b, out: fn(x, w.t(), out, launch_with_pdl=pdl)  # it takes W as [H, E] column-major
+    tier = router.ROUTER.tier(impl).impl
+    return lambda x, w, b, out: tier(x, w, b, out_dtype, out)
+
+
+def measure(impl: str, pdl: bool, point, replays: int) -> dict:
+    """Cold and hot us per call (``timing.time_per_call``), outputs poisoned and checked."""
+    import dispatch
     from cute_kernels import reference
 
-    out_dtype = shape(preset)[3]
-    if impl == "torch":
-        def call(x, w, b, out):
-            out.copy_(torch_router(x, w, b, out_dtype))
-    else:
-        variant = impl.split("-")[1] if "-" in impl else None
-
-        def call(x, w, b, out):
-            cute_kernels.router_gemm(x, w, b, out_dtype=out_dtype, out=out, pdl=pdl, variant=variant)
+    out_dtype = DT[point["out_dtype"]]
 
     def poison(inputs):
         inputs[3].fill_(float("nan"))
@@ -89,11 +167,14 @@ def measure(impl: str, pdl: bool, preset: str, m: int, replays: int) -> dict:
         err = (torch.linalg.norm(out.double() - exact) / torch.linalg.norm(exact)).item()
         limit = 1e-5 if out_dtype == torch.float32 else 1e-2  # bf16 out: rounding, not a wrong sum
         if not err <= limit:
-            raise AssertionError(f"{OP} {preset} M={m} {impl} pdl={pdl}: relative error {err:.3g}")
+            raise AssertionError(f"{OP} {point['preset']} M={point['M']} {impl} pdl={pdl}: relative error {err:.3g}")
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    return timing.time_per_call(make_inputs(preset, m), call, bytes_per_call=bytes_per_call(preset, m),
-                                replays=replays, poison=poison, check=check)
+    result = timing.time_per_call(make_inputs(point), _call(impl, pdl, point), bytes_per_call=bytes_per_call(point),
+                                  replays=replays, poison=poison, check=check)
+    if impl == "dispatch":
+        x, w, b, _ = make_inputs(point)()
+        result["tier"] = dispatch.explain(OP, x, w, b, out_dtype=out_dtype).tier
+    return result
 
 
 def pdl_chain(m: int, producer: str, replays: int, pairs: int = 64) -> float:
@@ -103,7 +184,7 @@ def pdl_chain(m: int, producer: str, replays: int, pairs: int = 64) -> float:
     releases its dependents before it works)."""
     import cute_kernels
 
-    make = make_inputs("deepseek-v3", m)
+    make = make_inputs(points(["deepseek-v3"], sizes=[m])[0])
     sets = [make() for _ in range(pairs)]
     n = m * 7168 // 2  # int32 words in x
     k = 8 if n % 8 == 0 else 1
@@ -133,126 +214,22 @@ def pdl_chain(m: int, producer: str, replays: int, pairs: int = 64) -> float:
     return (graph(True) - graph(False)) / pairs * 1e3
 
 
-def run(out_dir: pathlib.Path, points, impls, replays: int) -> bool:
-    from cute_kernels.ops import router_gemm_variant
-
-    meta = timing.device_meta()
-    meta.update({"op": OP, "replays": replays, "x_dtype": "bfloat16",
-                 "torch": "torch.mm(out_dtype=float32) for 16-bit weights, F.linear in fp32 (no TF32) otherwise"})
-    print(f"{meta['device']}: copy {meta['copy_gbps']} GB/s, graph launch floor {meta['graph_launch_floor_us']} us",
-          flush=True)
-    rows, ok = [], True
-    for preset, m in points:
-        h, e, w_dtype, out_dtype, bias = shape(preset)
-        names = ("bfloat16", str(w_dtype).replace("torch.", ""))
-        for impl, pdl in impls:
-            if impl == "torch":
-                variant = None
-            elif impl == "cute":
-                variant = router_gemm_variant(*names, m)
-            else:
-                variant = impl.split("-")[1]
-                if variant == "mma" and router_gemm_variant(names[0], names[1], 1 << 30) != "mma":
-                    continue
-            row = {"op": OP, "preset": preset, "H": h, "E": e, "x_dtype": names[0], "w_dtype": names[1],
-                   "out_dtype": str(out_dtype).replace("torch.", ""), "bias": bias, "M": m,
-                   "impl": "cute_kernels" if variant else "torch", "variant": variant, "pdl": pdl,
-                   "default": impl == "cute",
-                   "cold_us": None, "hot_us": None, "floor_us": round(timing.floor_us(bytes_per_call(preset, m), meta), 3)}
+def extra_meta(pts, replays: int) -> dict:
+    """The PDL chain, when the sweep covers DeepSeek-V3; a failed chain is left out."""
+    if "deepseek-v3" not in {p["preset"] for p in pts}:
+        return {}
+    chain = {}
+    for m in (1, 16):
+        for producer in ("torch", "early-release"):
             try:
-                r = measure(impl, pdl, preset, m, replays)
-                row.update(cold_us=round(r["cold_us"], 3), hot_us=round(r["hot_us"], 3),
-                           l2_multiple=round(r["l2_multiple"], 3))
-            except Exception as exc:  # keep the rest of the sweep; the row says what failed
+                chain[f"M={m} {producer}"] = round(pdl_chain(m, producer, replays), 3)
+            except Exception:  # noqa: BLE001 - the sweep's rows matter more than this figure
                 traceback.print_exc()
-                row["error"] = f"{type(exc).__name__}: {exc}"[:300]
-                ok = False
-            rows.append(row)
-            print(f"  {preset:>18} M={m:>3} {impl:>8} pdl={pdl!s:5} cold {row['cold_us']} hot {row['hot_us']} "
-                  f"floor {row['floor_us']}", flush=True)
-    if "deepseek-v3" in {p for p, _ in points}:
-        meta["pdl_chain_us"] = {}
-        for m in (1, 16):
-            for producer in ("torch", "early-release"):
-                try:
-                    meta["pdl_chain_us"][f"M={m} {producer}"] = round(pdl_chain(m, producer, replays), 3)
-                except Exception:
-                    traceback.print_exc()
-                    ok = False
-        print(f"PDL chain, DeepSeek-V3 router per call (us): {meta['pdl_chain_us']}")
-    json_path = out_dir / f"{OP}.json"
-    timing.write_results(json_path, meta, rows)
-    try:
-        plot(json_path, out_dir / f"{OP}.png")
-    except Exception:
-        traceback.print_exc()
-    print_table(rows)
-    print(f"wrote {json_path}")
-    return ok
-
-
-def _pick(rows, preset, m, pdl):
-    """The row of the variant the op picks by itself at this M."""
-    return next((r for r in rows if r["preset"] == preset and r["M"] == m and r["default"] and r["pdl"] == pdl), {})
-
-
-def print_table(rows) -> None:
-    def fmt(v):
-        return f"{v:7.2f}" if isinstance(v, (int, float)) else f"{'-':>7}"
-
-    print(f"\n{'preset':>18} {'M':>4} {'var':>4} {'pdl':>7} {'no-pdl':>7} {'hot':>7} {'torch':>7} {'floor':>7} "
-          f"{'speedup':>7}")
-    for preset in dict.fromkeys(r["preset"] for r in rows):
-        for m in sorted({r["M"] for r in rows if r["preset"] == preset}):
-            on, off = _pick(rows, preset, m, True), _pick(rows, preset, m, False)
-            ref = next((r for r in rows if r["preset"] == preset and r["M"] == m and r["impl"] == "torch"), {})
-            speedup = ref["cold_us"] / on["cold_us"] if ref.get("cold_us") and on.get("cold_us") else None
-            print(f"{preset:>18} {m:>4} {on.get('variant') or '-':>4} {fmt(on.get('cold_us'))} "
-                  f"{fmt(off.get('cold_us'))} {fmt(on.get('hot_us'))} {fmt(ref.get('cold_us'))} "
-                  f"{fmt(on.get('floor_us'))} {fmt(speedup)}")
-    print("(cold us per call in a CUDA graph; the variant the op picks; speedup = torch / cute PDL on)")
-
-
-def plot(results_json, png_path) -> None:
-    """Cold time vs M per preset: both variants, PDL on/off, torch and the floor (no GPU needed)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = json.loads(pathlib.Path(results_json).read_text())
-    meta, rows = data["meta"], data["rows"]
-    names = list(dict.fromkeys(r["preset"] for r in rows))
-    cols = 4
-    nrows = -(-len(names) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
-    # (select, label, color, style): the op's own pick with PDL on/off, forced variants, torch
-    lines = [(lambda r: r["default"] and r["pdl"], "cute_kernels PDL on", "C0", "-"),
-             (lambda r: r["default"] and not r["pdl"], "cute_kernels PDL off", "C0", ":"),
-             (lambda r: not r["default"] and r["variant"] == "dot", "forced dot", "C1", "--"),
-             (lambda r: not r["default"] and r["variant"] == "mma", "forced mma", "C3", "--"),
-             (lambda r: r["impl"] == "torch", "torch", "C2", "-")]
-    for ax, preset in zip(axes.flat, names):
-        sel = sorted((r for r in rows if r["preset"] == preset), key=lambda r: r["M"])
-        for select, label, color, style in lines:
-            pts = [(r["M"], r["cold_us"]) for r in sel if select(r) and r.get("cold_us") is not None]
-            if pts:
-                ax.plot(*zip(*pts), style, color=color, marker="o", markersize=3, label=label)
-        floor = sorted({(r["M"], r["floor_us"]) for r in sel})
-        ax.plot(*zip(*floor), "--", color="black", label="floor")
-        ax.set_xscale("log", base=2)
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"{preset} ({sel[0]['H']}x{sel[0]['E']} {sel[0]['w_dtype']})", fontsize=9)
-        ax.grid(True, alpha=0.3)
-    for ax in axes.flat[len(names):]:
-        ax.axis("off")
-    axes[0][0].set_ylabel("us per call (cold, CUDA graph)")
-    axes[0][0].legend(fontsize=7)
-    timing.save_figure(fig, png_path, f"{OP} on {meta.get('device', '?')} ({str(meta.get('date', ''))[:10]})")
-
-
-def main(argv=None) -> int:
-    return timing.bench_main(__doc__, impls=IMPLS, run=run, plot=plot, full=FULL, quick=QUICK, argv=argv)
+    print(f"PDL chain, DeepSeek-V3 router per call (us): {chain}", flush=True)
+    return {"pdl_chain_us": chain}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sweep import main
+
+    sys.exit(main(["--op", OP, *sys.argv[1:]]))

@@ -48,7 +48,7 @@ def main() -> int:
     p.add_argument("--out", help="JSON file for every measured row")
     args = p.parse_args()
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from bench_router_gemm import bytes_per_call, make_inputs
+    from bench_router_gemm import bytes_per_call, make_inputs, points
 
     import cute_kernels
 
@@ -57,7 +57,8 @@ def main() -> int:
     for name in args.preset:
         preset = presets.get(name)
         out_dtype = getattr(torch, preset.logits_dtype)
-        for m in args.m:
+        for point in points([name], sizes=args.m):
+            m = point["M"]
             pick = ops.router_gemm_kernel("bfloat16", preset.gate_dtype, preset.logits_dtype,
                                           preset.gate_dtype if preset.gate_bias else None, m, preset.hidden_size,
                                           preset.num_experts, ops.router_gemm_variant("bfloat16", preset.gate_dtype, m),
@@ -67,7 +68,7 @@ def main() -> int:
                 def call(x, w, b, out, cfg=cfg):
                     cute_kernels.router_gemm(x, w, b, out_dtype=out_dtype, out=out, config=cfg)
                 try:
-                    r = timing.time_per_call(make_inputs(name, m), call, bytes_per_call=bytes_per_call(name, m),
+                    r = timing.time_per_call(make_inputs(point), call, bytes_per_call=bytes_per_call(point),
                                              replays=20)
                 except Exception:
                     traceback.print_exc()
