@@ -39,7 +39,7 @@ sweep:
 
 # No GPU: the dispatcher's tuning table (dispatch/tuning.json) from the router sweeps in RESULTS.
 tuning:
-	$(PYTHON) perf/sweep.py --write-tuning $(wildcard $(RESULTS)/router_gemm.json $(RESULTS)/norm_router_gemm.json)
+	$(PYTHON) perf/sweep.py --write-tuning $(wildcard $(RESULTS)/router_gemm.json $(RESULTS)/norm_router.json)
 
 # No GPU: re-execute the notebooks from the committed results, outputs saved in place.
 notebooks:

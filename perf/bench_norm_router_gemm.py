@@ -24,7 +24,8 @@ from dispatch import norm_router  # noqa: E402
 
 import bench_router_gemm as router_bench  # noqa: E402
 
-OP = FILE = "norm_router_gemm"
+OP = "norm_router_gemm"
+FILE = "norm_router"
 SIZE = "M"
 SIZES = router_bench.SIZES
 POINT = ("preset", "H", "E", "x_dtype", "norm_dtype", "w_dtype", "out_dtype", "M")

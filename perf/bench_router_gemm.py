@@ -214,10 +214,30 @@ def pdl_chain(m: int, producer: str, replays: int, pairs: int = 64) -> float:
     return (graph(True) - graph(False)) / pairs * 1e3
 
 
+def eager_overhead() -> dict:
+    """Host cost per eager call at M = 1, DeepSeek-V3 shape (the decode case), beside torch's."""
+    import torch.nn.functional as F
+
+    import cute_kernels
+    import dispatch
+
+    x = torch.randn(1, 7168, dtype=torch.bfloat16, device="cuda")
+    w = torch.randn(256, 7168, dtype=torch.bfloat16, device="cuda") / 7168**0.5
+    calls = {"dispatch.router_gemm": lambda: dispatch.router_gemm(x, w),
+             "cute_kernels.router_gemm": lambda: cute_kernels.router_gemm(x, w),
+             "F.linear": lambda: F.linear(x, w),
+             "torch.mm(out_dtype=float32)": lambda: torch.mm(x, w.T, out_dtype=torch.float32)}
+    overhead = {name: round(timing.eager_overhead_us(call, ()), 2) for name, call in calls.items()}
+    print(f"eager overhead per call at M=1 (us): {overhead}", flush=True)
+    return overhead
+
+
 def extra_meta(pts, replays: int) -> dict:
-    """The PDL chain, when the sweep covers DeepSeek-V3; a failed chain is left out."""
+    """The eager host cost and, when the sweep covers DeepSeek-V3, the PDL chain (a failed
+    chain is left out)."""
+    meta = {"eager_overhead_us": eager_overhead()}
     if "deepseek-v3" not in {p["preset"] for p in pts}:
-        return {}
+        return meta
     chain = {}
     for m in (1, 16):
         for producer in ("torch", "early-release"):
@@ -226,7 +246,7 @@ def extra_meta(pts, replays: int) -> dict:
             except Exception:  # noqa: BLE001 - the sweep's rows matter more than this figure
                 traceback.print_exc()
     print(f"PDL chain, DeepSeek-V3 router per call (us): {chain}", flush=True)
-    return {"pdl_chain_us": chain}
+    return {**meta, "pdl_chain_us": chain}
 
 
 if __name__ == "__main__":

@@ -7,18 +7,18 @@ Tolerances, compared in float64:
 - bf16 outputs (logits, normed_x): within one bf16 ulp of the float64 value; logits also get the
   fp32 accumulation error of their sum (``fp32_sum_error``), which only matters where the sum
   cancels to far below its terms;
-- silu_mul_quant_fp8: scales relative error <= 1e-6 and dequantised values within one e4m3 step
-  of the spec's (as tests/test_silu_mul_quant_gpu.py argues); the torch tier bit-exact;
+- silu_mul_quant_fp8: scales relative error <= 1e-6 and q within one e4m3 step of the spec's
+  (as tests/test_silu_mul_quant_gpu.py argues); the torch tier bit-exact;
 - pack_topk: bit-exact.
 """
 
-import time
 
 import pytest
 import torch
 
 import cute_kernels
 import dispatch
+from dispatch import tuning
 from cute_kernels import reference as spec
 from helpers import rel_frobenius, within_one_bf16_ulp, fp32_sum_error
 
@@ -125,10 +125,8 @@ def test_silu_quant_tier_against_spec(tier, layout, t, gen):
         assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8)) and torch.equal(s, want_s)
         return
     assert float(((s.double() - want_s.double()).abs() / want_s.double()).max()) <= 1e-6
-    got = spec.dequantize_fp8(q, s, 128).double()
-    want = spec.dequantize_fp8(want_q, want_s, 128).double()
-    scale = want_s.double().repeat_interleave(128, dim=1)
-    assert bool(((got - want).abs() <= e4m3_step(torch.maximum(got.abs(), want.abs()) / scale) * scale).all())
+    got, want = q.double(), want_q.double()
+    assert bool(((got - want).abs() <= e4m3_step(torch.maximum(got.abs(), want.abs()))).all())
 
 
 @pytest.mark.parametrize("tier", ["cute", "torch"])
@@ -142,11 +140,15 @@ def test_pack_topk_tier_against_spec(tier, ids_dtype, weights_dtype, gen):
 
 def test_default_choices_on_this_gpu():
     arch = dispatch.device_arch(torch.device("cuda", torch.cuda.current_device()))
-    x1, x64 = torch.zeros(1, 7168, dtype=BF16, device="cuda"), torch.zeros(64, 7168, dtype=BF16, device="cuda")
+    x1 = torch.zeros(1, 7168, dtype=BF16, device="cuda")
     w = torch.zeros(256, 7168, dtype=BF16, device="cuda")
     if getattr(cute_kernels, "router_gemm", None) is not None:
-        assert dispatch.explain("router_gemm", x1, w).tier == "cute-dot", str(dispatch.explain("router_gemm", x1, w))
-        assert dispatch.explain("router_gemm", x64, w).tier == "cute-mma"
+        # Every tier's window of the shipped table, at its first and last M (capped at 256).
+        windows, _ = tuning.windows("router_gemm", arch, ("bfloat16", "bfloat16"), (7168, 256))
+        for tier, window in windows.items():
+            for m in {max(window[0], 1), min(window[1], 256)} if window else ():
+                x = torch.zeros(m, 7168, dtype=BF16, device="cuda")
+                assert dispatch.explain("router_gemm", x, w).tier == tier, str(dispatch.explain("router_gemm", x, w))
     else:
         assert dispatch.explain("router_gemm", x1, w).tier == "cublas"
     assert dispatch.explain("silu_mul_quant_fp8", torch.zeros(4, 4096, dtype=BF16, device="cuda")).tier == "cute"
@@ -216,22 +218,3 @@ def test_capture_without_warmup_is_a_clear_error(cache_dir, gen):
     with pytest.raises(RuntimeError, match="not loaded yet and a CUDA graph is being captured"):
         with torch.cuda.graph(g):
             dispatch.pack_topk(ids, w)
-
-
-def test_host_cost_per_call_at_m1():
-    """Wall time per eager public call at M=1, the CuTe op included (target: <= 8 us on an H100 host)."""
-    x, w = torch.zeros(1, 7168, dtype=BF16, device="cuda"), torch.zeros(256, 7168, dtype=BF16, device="cuda")
-    ids, weights = torch.zeros(1, 8, dtype=torch.int64, device="cuda"), torch.zeros(1, 8, device="cuda")
-    results = {}
-    for name, call in (("router_gemm", lambda: dispatch.router_gemm(x, w)),
-                       ("pack_topk", lambda: dispatch.pack_topk(ids, weights))):
-        for _ in range(100):
-            call()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(2000):
-            call()
-        results[name] = (time.perf_counter() - start) / 2000 * 1e6
-        torch.cuda.synchronize()
-    print("host us per call at M=1: " + ", ".join(f"{k} {v:.2f}" for k, v in results.items()))
-    assert all(v < 20 for v in results.values()), results

@@ -143,8 +143,14 @@ class SiluMulQuantFp8:
             # cvt.rn.satfinite: saturates to +-448 and keeps NaN, the spec's clamp then round.
             qv = cute.make_rmem_tensor(cute.make_layout(VEC), Float32)
             inv_s = Float32(1.0) / s
-            for j in cutlass.range_constexpr(VEC):
-                qv[j] = y[j] / s if cutlass.const_expr(self.exact_division) else y[j] * inv_s
+            # 1 / s overflows for a tiny scale_ub (0 * inf would be NaN where y / s is 0):
+            # divide there; inf - inf and NaN - NaN are NaN, anything finite gives 0.
+            if cutlass.const_expr(self.exact_division) or inv_s - inv_s != Float32(0.0):
+                for j in cutlass.range_constexpr(VEC):
+                    qv[j] = y[j] / s
+            else:
+                for j in cutlass.range_constexpr(VEC):
+                    qv[j] = y[j] * inv_s
             v_q[(None, i)].store(qv.load().to(cutlass.Float8E4M3FN))
 
 

@@ -4,8 +4,9 @@ With this directory first on PYTHONPATH, ``import cutlass`` (and any ``cutlass.*
 ImportError in that process and its children. The whole GPU suite runs DSL-free from artifacts:
 
     make test-gpu                                   # with the DSL: the JIT cache gets every kernel it uses
-    cute-kernels aot --from-cache --arch sm_90a --preset gpt-oss-120b --out /tmp/gpu-aot
-    PYTHONPATH=tests/no_dsl CUTE_KERNELS_AOT_DIR=/tmp/gpu-aot python -m pytest -q -m gpu
+    cute-kernels cache --keys > keys.txt            # what it used; then, on any machine:
+    cute-kernels aot --keys keys.txt --preset gpt-oss-120b --arch sm_90a --out /tmp/gpu-aot
+    PYTHONPATH=tests/no_dsl:$PYTHONPATH CUTE_KERNELS_AOT_DIR=/tmp/gpu-aot python -m pytest -q -m gpu
 """
 
 import sys
