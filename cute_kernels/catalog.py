@@ -14,7 +14,7 @@ from .ops import (norm_router_gemm_kernel, pack_topk_kernel, router_gemm_kernel,
 from .presets import Preset
 
 ROUTER_M_VALUES = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # one per M bucket of either variant
-NORM_ROUTER_M_VALUES = (1, 2, 4, 8)  # the fused kernel's M buckets (larger M tiles by 8)
+NORM_ROUTER_M_VALUES = (1, 2, 4, 8, 16, 32, 64)  # the fused kernel's M buckets (dot to 2, then mma)
 TOPK_IDS_DTYPES = ("int32", "int64")
 TOPK_WEIGHTS_DTYPES = ("float32", "bfloat16")
 
@@ -75,10 +75,12 @@ ROUTER_VARIANTS = (
 )
 
 
-# (x, norm, gate, out, M, H, E, pdl): each dtype of each operand, cluster split on and off, M buckets.
+# (x, norm, gate, out, M, H, E, pdl): each dtype of each operand, both variants (bf16 above M = 2
+# takes tensor cores), cluster split on and off, M buckets.
 NORM_ROUTER_VARIANTS = (
     ("bfloat16", "bfloat16", "bfloat16", "float32", 1, 7168, 384, True),
     ("bfloat16", "bfloat16", "bfloat16", "float32", 16, 4096, 256, True),
+    ("bfloat16", "bfloat16", "bfloat16", "bfloat16", 64, 7168, 384, False),
     ("float16", "float32", "float32", "bfloat16", 3, 3072, 256, True),
     ("bfloat16", "float16", "bfloat16", "bfloat16", 8, 64, 1, False),
 )

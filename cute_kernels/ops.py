@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
 import torch
 
@@ -301,27 +302,39 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 NORM_X_DTYPES = (torch.bfloat16, torch.float16)
 NORM_WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 NORM_GATE_DTYPES = (torch.bfloat16, torch.float32)
+# H100, DeepSeek-V4-Pro: dot 5.35 us at M = 2 and 7.58 at M = 4; the tensor-core variant 5.69 at M = 8.
+NORM_DOT_MAX_M = 2
 
 
 @functools.lru_cache(maxsize=4096)
 def norm_router_gemm_kernel(x_dtype: str, norm_dtype: str, w_dtype: str, out_dtype: str, m: int, h: int, e: int,
                             pdl: bool, num_sms: int = H100_SMS) -> NormRouterGemm:
-    """Large expert tiles (32) over an 8-way cluster split: measured on the H100 (7168 x 384,
-    M = 1, 4, 16) they beat smaller tiles and clusters by 0.5-6 us, the opposite of the plain
-    router, because every CTA also carries its x tiles and the norm's extra work. Each CTA
-    keeps all of its x and norm-weight tiles resident; where they do not fit, fewer tokens
-    share a CTA. ValueError if even one token's share of H cannot stay resident."""
-    m_tile = router_m_tile("dot", m)
-    e_tile = min(32, -(-e // 4) * 4)
-    for tile in (t for t in (8, 4, 2, 1) if t <= m_tile):
-        probe = NormRouterGemm(x_dtype, w_dtype, out_dtype, None, "dot", e_tile, tile, 1, 1, pdl,
-                               norm_dtype=norm_dtype, k_slots=1)
-        n_k = -(-h // probe.k_tile)
-        split_k = max(s for s in (1, 2, 4, 8) if s <= n_k)
-        probe = dataclasses.replace(probe, split_k=split_k, k_slots=-(-n_k // split_k))
-        stages = router_stages(probe, h)
-        if stages >= 1:
-            return dataclasses.replace(probe, stages=stages)
+    """Tensor cores (the router's mma tiling) above NORM_DOT_MAX_M tokens when x, the norm
+    weight and the gate are all bf16; otherwise the dot variant with large expert tiles (32)
+    over an 8-way cluster split, which measured on the H100 (7168 x 384, M = 1, 4, 16) beat
+    smaller tiles and clusters by 0.5-6 us, the opposite of the plain router: every CTA also
+    carries its x tiles and the norm's work. Each CTA keeps all of its x and norm-weight tiles
+    resident; where they do not fit, H is split 8 ways, then fewer tokens share a CTA, then
+    the dot variant's smaller token tiles are tried. ValueError if even one token's share of H
+    cannot stay resident."""
+    mma = x_dtype == norm_dtype == w_dtype == "bfloat16" and m > NORM_DOT_MAX_M
+    for variant in ("mma", "dot") if mma else ("dot",):
+        if variant == "mma":
+            base = router_gemm_kernel(x_dtype, w_dtype, out_dtype, None, m, h, e, "mma", pdl, num_sms)
+            e_tile, split_pref = base.e_tile, base.split_k
+        else:
+            e_tile, split_pref = min(32, -(-e // 4) * 4), 8
+        m_tile = router_m_tile(variant, m)
+        tiles = [t for t in (64, 32, 16, 8, 4, 2, 1) if t <= m_tile and (variant == "dot" or t >= 8)]
+        for tile, split_cap in itertools.product(tiles, dict.fromkeys((split_pref, 8))):
+            probe = NormRouterGemm(x_dtype, w_dtype, out_dtype, None, variant, e_tile, tile, 1, 1, pdl,
+                                   norm_dtype=norm_dtype, k_slots=1)
+            n_k = -(-h // probe.k_tile)
+            split_k = max(s for s in (1, 2, 4, 8) if s <= min(n_k, split_cap))
+            probe = dataclasses.replace(probe, split_k=split_k, k_slots=-(-n_k // split_k))
+            stages = router_stages(probe, h)
+            if stages >= 1:
+                return dataclasses.replace(probe, stages=stages)
     raise ValueError(f"hidden size H={h} is too large for the fused kernel: a CTA's share of x does not fit "
                      "in shared memory (use the router GEMM on normed rows)")
 

@@ -74,9 +74,10 @@ def router_gemm_cases():
 
 
 def norm_router_cases():
-    """The fused RMSNorm + router: cluster split of 8 at M = 1 and with two token tiles, mixed
-    dtypes with bf16 logits, and no cluster (tiny H, partial expert tile). Relative Frobenius
-    error: normed_x 1e-2 (its own 16-bit rounding), logits 1e-5 (fp32) or 1e-2 (bf16)."""
+    """The fused RMSNorm + router: the dot variant with an 8-CTA cluster at M = 1, the tensor-core
+    variant at M = 16, mixed dtypes with bf16 logits, and no cluster (tiny H, partial expert
+    tile). Relative Frobenius error: normed_x 1e-2 (its own 16-bit rounding), logits 1e-5
+    (fp32) or 1e-2 (bf16)."""
     f32, bf16, f16 = torch.float32, torch.bfloat16, torch.float16
     paths = [  # (x, norm weight, gate, out, M, H, E, pdl)
         (bf16, bf16, bf16, f32, 1, 7168, 384, True),

@@ -185,8 +185,10 @@ class RouterGemm:
             norm = norm._replace(
                 s_weight=smem.allocate_tensor(dtype(self.norm_dtype), cute.make_layout(
                     (1, k_tile, self.x_slots), stride=(k_tile, 1, k_tile)), 128),
-                # [0, m]: this CTA's partial sum of x[m, :]^2; [1, m]: the row's 1 / rms.
-                stats=smem.allocate_tensor(Float32, cute.make_layout((2, self.m_tile), stride=(self.m_tile, 1)), 16))
+                # [0, m]: this CTA's partial sum of x[m, :]^2; [1, m]: the row's 1 / rms;
+                # [2 + w, m]: consumer warp w's share of [0, m] (mma: warps split the columns).
+                stats=smem.allocate_tensor(Float32, cute.make_layout(
+                    (2 + self.consumer_warps, self.m_tile), stride=(self.m_tile, 1)), 16))
         red = smem.allocate_tensor(Float32, cute.make_layout(
             (self.red_slices, self.m_tile, self.e_tile),
             stride=(self.m_tile * self.e_tile, self.e_tile, 1)), 16)
@@ -208,7 +210,7 @@ class RouterGemm:
                 cute.arch.griddepcontrol_wait()
                 cute.arch.griddepcontrol_launch_dependents()
             if cutlass.const_expr(self.variant == "mma"):
-                self.consume_mma(s_w, s_x, red, full, empty, warp, lane, k_count)
+                self.consume_mma(s_w, s_x, red, full, empty, warp, lane, k_count, norm)
             else:
                 self.consume_dot(s_w, s_x, red, full, empty, warp, lane, k_count, norm)
 
@@ -321,12 +323,15 @@ class RouterGemm:
                     norm.stats[0, m] = sq[m]
 
     @cute.jit
-    def consume_mma(self, s_w, s_x, red, full, empty, warp, lane, k_count):
+    def consume_mma(self, s_w, s_x, red, full, empty, warp, lane, k_count, norm=None):
         """Warp w owns columns [32 w, 32 w + 32) of every stage. Lane (r, q) = (lane / 4, lane % 4)
         loads 16 bytes: W rows r and r + 8 of each 16-expert block and x row r of each 8-token
         block, columns [8q, 8q + 8). The dot product does not care how columns pair up, so each
         16-byte load feeds two MMAs directly: MMA h uses columns 8q + 4h .. 8q + 4h + 3, which
-        the fragment layout reads as k = 2q, 2q + 1 (a0/b0) and 2q + 8, 2q + 9 (a2/b1)."""
+        the fragment layout reads as k = 2q, 2q + 1 (a0/b0) and 2q + 8, 2q + 9 (a2/b1).
+        With ``norm`` (bf16 x and norm weight), x * norm_weight has at most 16 significant bits:
+        it is fed as two bf16 halves, hi = bf16(p) and lo = p - hi (both exact), so the tensor
+        cores see the fp32 product; each warp also sums x^2 over its columns per row."""
         stages = self.stages
         eb, nb = self.e_tile // 16, self.m_tile // 8
         r, q = lane // 4, lane % 4
@@ -335,14 +340,33 @@ class RouterGemm:
         a_lo = cute.make_rmem_tensor(cute.make_layout(8), dtype(self.w_dtype))
         a_hi = cute.make_rmem_tensor(cute.make_layout(8), dtype(self.w_dtype))
         bx = cute.make_rmem_tensor(cute.make_layout((8, nb), stride=(1, 8)), dtype(self.x_dtype))
+        bx_lo = cute.make_rmem_tensor(cute.make_layout((8, nb), stride=(1, 8)), dtype(self.x_dtype))
+        xf = cute.make_rmem_tensor(cute.make_layout(8), Float32)
+        nf = cute.make_rmem_tensor(cute.make_layout(8), Float32)
+        sq = cute.make_rmem_tensor(cute.make_layout(nb), Float32)
+        sq.fill(0.0)
         col = warp * (MMA_K // 8) + q  # this lane's 16-byte chunk within the stage row
         for i in cutlass.range(k_count, unroll=1):
             s = i % stages
+            xs = self.x_slot(i, s)
             cute.arch.mbarrier_wait(full + s, (i // stages) % 2)
+            if cutlass.const_expr(norm is not None):
+                nf.store(cute.zipped_divide(norm.s_weight[(0, None, xs)], (8,))[(None, col)].load().to(Float32))
             for n in cutlass.range_constexpr(nb):
-                chunk = cute.zipped_divide(s_x[(n * 8 + r, None, s)], (8,))
-                bx[(None, n)].store(chunk[(None, col)].load())
+                chunk = cute.zipped_divide(s_x[(n * 8 + r, None, xs)], (8,))
+                if cutlass.const_expr(norm is not None):
+                    xf.store(chunk[(None, col)].load().to(Float32))
+                    q2 = sq[n]
+                    for v in cutlass.range_constexpr(8):
+                        q2 = q2 + xf[v] * xf[v]
+                    sq[n] = q2
+                    xf.store(xf.load() * nf.load())
+                    bx[(None, n)].store(xf.load().to(dtype(self.x_dtype)))
+                    bx_lo[(None, n)].store((xf.load() - bx[(None, n)].load().to(Float32)).to(dtype(self.x_dtype)))
+                else:
+                    bx[(None, n)].store(chunk[(None, col)].load())
             b32 = cute.recast_tensor(bx, Int32)
+            l32 = cute.recast_tensor(bx_lo, Int32)
             for b in cutlass.range_constexpr(eb):
                 a_lo.store(cute.zipped_divide(s_w[(b * 16 + r, None, s)], (8,))[(None, col)].load())
                 a_hi.store(cute.zipped_divide(s_w[(b * 16 + r + 8, None, s)], (8,))[(None, col)].load())
@@ -354,6 +378,11 @@ class RouterGemm:
                             lo32[2 * half], hi32[2 * half], lo32[2 * half + 1], hi32[2 * half + 1],
                             b32[n * 4 + 2 * half], b32[n * 4 + 2 * half + 1],
                             acc[0, b, n], acc[1, b, n], acc[2, b, n], acc[3, b, n])
+                        if cutlass.const_expr(norm is not None):
+                            d = mma_m16n8k16(
+                                self.w_dtype,
+                                lo32[2 * half], hi32[2 * half], lo32[2 * half + 1], hi32[2 * half + 1],
+                                l32[n * 4 + 2 * half], l32[n * 4 + 2 * half + 1], d[0], d[1], d[2], d[3])
                         for c in cutlass.range_constexpr(4):
                             acc[c, b, n] = d[c]
             self.release(empty, s, lane)
@@ -362,6 +391,13 @@ class RouterGemm:
             for n in cutlass.range_constexpr(nb):
                 for c in cutlass.range_constexpr(4):
                     red[warp, n * 8 + 2 * q + c % 2, b * 16 + r + 8 * (c // 2)] = acc[c, b, n]
+        if cutlass.const_expr(norm is not None):
+            # Lanes 4r .. 4r + 3 hold row r's columns: sum them; the epilogue sums the warps.
+            for n in cutlass.range_constexpr(nb):
+                v = sq[n] + cute.arch.shuffle_sync_bfly(sq[n], offset=1)
+                v = v + cute.arch.shuffle_sync_bfly(v, offset=2)
+                if q == 0:
+                    norm.stats[2 + warp, n * 8 + r] = v
 
     @cute.jit
     def reduce_and_store(self, red, bias, out, e_blk, m_blk, rank, tidx, h, norm=None):
@@ -383,6 +419,12 @@ class RouterGemm:
                     for sl in cutlass.range_constexpr(1, self.red_slices):
                         acc = acc + vecs[(None, sl * n_vec + v)].load()
                     vecs[(None, v)].store(acc)
+                if cutlass.const_expr(norm is not None):
+                    if tidx < self.m_tile:
+                        q = norm.stats[2, tidx]
+                        for w in cutlass.range_constexpr(1, self.consumer_warps):
+                            q = q + norm.stats[2 + w, tidx]
+                        norm.stats[0, tidx] = q
         if cutlass.const_expr(self.split_k > 1):
             cute.arch.cluster_arrive()
             cute.arch.cluster_wait()
@@ -440,13 +482,14 @@ class RouterGemm:
         vec = self.w_vec
         if tidx < consumer_threads:
             n_e_blk = cute.ceil_div(e_total, self.e_tile)
-            per_row = k_count * WARP  # vec-wide chunks of one row in this CTA's columns
+            per_tile = self.k_tile // vec
+            per_row = k_count * per_tile  # vec-wide chunks of one row in this CTA's columns
             m_total = cute.size(norm.normed, mode=[0])
             for j in cutlass.range(e_blk * consumer_threads + tidx, self.m_tile * per_row,
                                    n_e_blk * consumer_threads, unroll=1):
                 mi = j // per_row
-                i = (j - mi * per_row) // WARP
-                c = j % WARP
+                i = (j - mi * per_row) // per_tile
+                c = j % per_tile
                 m = m_blk * self.m_tile + mi
                 col = (k_begin + i) * self.k_tile + c * vec
                 if m < m_total and col < h:
@@ -481,8 +524,11 @@ class NormRouterGemm(RouterGemm):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.variant != "dot" or self.bias_dtype is not None:
-            raise ValueError("the fused norm runs on the dot variant, without bias")
+        if self.bias_dtype is not None:
+            raise ValueError("the fused norm runs without bias")
+        if self.variant == "mma" and not self.x_dtype == self.norm_dtype == self.w_dtype == "bfloat16":
+            raise ValueError("the fused norm's mma variant needs bf16 x, norm weight and gate weight "
+                             "(x * norm_weight must split exactly into two bf16 halves)")
         if WIDTHS[self.x_dtype] != 16:
             raise ValueError("the fused norm takes bfloat16 or float16 x")
         if self.k_slots < 1:
@@ -502,7 +548,8 @@ class NormRouterGemm(RouterGemm):
 
     @property
     def fixed_smem(self) -> int:
-        return self.red_bytes + self.k_slots * self.x_tile_bytes + 2 * self.m_tile * 4 + 128  # + alignment
+        stats = (2 + self.consumer_warps) * self.m_tile * 4
+        return self.red_bytes + self.k_slots * self.x_tile_bytes + stats + 128  # + alignment
 
     def x_slot(self, i, s):
         return i
