@@ -134,15 +134,31 @@ def silu_mul_quant_fp8(x: torch.Tensor, group_size: int = 128, *, scale_ub: torc
         bridge.check_no_overlap("scales", scales, scale_ub=scale_ub)
     if t == 0:
         return out, scales
-    for name, tensor, need in (("x", x, 16), ("out", out, 8)):
-        if bridge.alignment(tensor) < need:
-            raise ValueError(f"{name} must be {need}-byte aligned (its data pointer is not)")
+    _check_aligned(16, x=x)
+    _check_aligned(8, out=out)
     kernel = silu_mul_quant_kernel(bridge.dtype_name(x.dtype), h, group_size, bool(ue8m0), scale_ub is not None,
                                    scale_layout, pdl)
     # Without a cap the kernel reads nothing there; any one-element fp32 view fills the slot.
     ub = (scale_ub if scale_ub is not None else scales).as_strided((1,), (1,))
     bridge.launch(bridge.compiled(kernel, device), device, x, out, scales, ub)
     return out, scales
+
+
+def _check_aligned(need: int, **tensors: torch.Tensor) -> None:
+    """TMA and vector accesses need ``need``-byte aligned data pointers."""
+    for name, t in tensors.items():
+        if bridge.alignment(t) < need:
+            raise ValueError(f"{name} must be {need}-byte aligned (its data pointer is not)")
+
+
+def _check_router_sizes(weight_name: str, h: int, e: int, out_dtype: torch.dtype) -> None:
+    """What both router kernels need of H, E and the logits dtype."""
+    if out_dtype not in ROUTER_OUT_DTYPES:
+        raise TypeError(f"out_dtype must be torch.float32 or torch.bfloat16; got {out_dtype}")
+    if h == 0 or h % 8:
+        raise ValueError(f"x's hidden size H={h} must be a positive multiple of 8")
+    if e == 0:
+        raise ValueError(f"{weight_name} must have at least one expert row (E >= 1)")
 
 
 def _check_strides(name: str, t: torch.Tensor, strides: tuple, layout: str) -> None:
@@ -252,12 +268,7 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     m, h = x.shape
     bridge.check_tensor("weight", weight, dtypes=ROUTER_W_DTYPES, shape=(None, h))
     e = weight.shape[0]
-    if out_dtype not in ROUTER_OUT_DTYPES:
-        raise TypeError(f"out_dtype must be torch.float32 or torch.bfloat16; got {out_dtype}")
-    if h == 0 or h % 8:
-        raise ValueError(f"x's hidden size H={h} must be a positive multiple of 8")
-    if e == 0:
-        raise ValueError("weight must have at least one expert row (E >= 1)")
+    _check_router_sizes("weight", h, e, out_dtype)
     device = bridge.check_same_device(x=x, weight=weight)
     if bias is not None:
         bridge.check_tensor("bias", bias, dtypes=ROUTER_W_DTYPES, shape=(e,))
@@ -265,8 +276,7 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         bridge.check_contiguous("bias", bias)
     for name, t in (("x", x), ("weight", weight)):
         bridge.check_contiguous(name, t)
-        if bridge.alignment(t) < 16:
-            raise ValueError(f"{name} must be 16-byte aligned for TMA (its data pointer is not)")
+    _check_aligned(16, x=x, weight=weight)  # TMA
     if max(m * h, e * h, m * e) > _MAX_ELEMENTS:
         raise ValueError(f"x, weight or out has more than {_MAX_ELEMENTS} elements")
     if out is None:
@@ -361,12 +371,7 @@ def norm_router_gemm(x: torch.Tensor, norm_weight: torch.Tensor, gate_weight: to
     bridge.check_tensor("norm_weight", norm_weight, dtypes=NORM_WEIGHT_DTYPES, shape=(h,))
     bridge.check_tensor("gate_weight", gate_weight, dtypes=NORM_GATE_DTYPES, shape=(None, h))
     e = gate_weight.shape[0]
-    if out_dtype not in ROUTER_OUT_DTYPES:
-        raise TypeError(f"out_dtype must be torch.float32 or torch.bfloat16; got {out_dtype}")
-    if h == 0 or h % 8:
-        raise ValueError(f"x's hidden size H={h} must be a positive multiple of 8")
-    if e == 0:
-        raise ValueError("gate_weight must have at least one expert row (E >= 1)")
+    _check_router_sizes("gate_weight", h, e, out_dtype)
     if isinstance(eps, torch.Tensor) or not float(eps) >= 0.0:
         raise ValueError(f"eps must be a float >= 0; got {eps!r}")
     device = bridge.check_same_device(x=x, norm_weight=norm_weight, gate_weight=gate_weight)
@@ -383,10 +388,10 @@ def norm_router_gemm(x: torch.Tensor, norm_weight: torch.Tensor, gate_weight: to
         bridge.check_tensor("logits_out", logits_out, dtypes=(out_dtype,), shape=(m, e))
         bridge.check_same_device(x=x, logits_out=logits_out)
         bridge.check_contiguous("logits_out", logits_out)
-    for name, t in (("x", x), ("norm_weight", norm_weight), ("gate_weight", gate_weight), ("normed_out", normed_out)):
+    dense = {"x": x, "norm_weight": norm_weight, "gate_weight": gate_weight, "normed_out": normed_out}
+    for name, t in dense.items():
         bridge.check_contiguous(name, t)
-        if bridge.alignment(t) < 16:
-            raise ValueError(f"{name} must be 16-byte aligned (its data pointer is not)")
+    _check_aligned(16, **dense)  # TMA loads, 16-byte stores of normed x
     inputs = {"x": x, "norm_weight": norm_weight, "gate_weight": gate_weight}
     bridge.check_no_overlap("normed_out", normed_out, **inputs)
     bridge.check_no_overlap("logits_out", logits_out, normed_out=normed_out, **inputs)

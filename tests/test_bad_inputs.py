@@ -8,8 +8,7 @@ TypeError / ValueError whose message names the argument. "cpu" rows run in CI: t
 tensors on cuda:0 and cuda:1.
 
 A dispatch call is checked twice: before and after a valid call of the same problem has cached
-its plan, so the outcome must not depend on what ran before. A known bug goes in a row's ``bugs``
-(a strict expected failure there), its reason saying what is wrong.
+its plan, so the outcome must not depend on what ran before.
 """
 
 import math
@@ -124,7 +123,6 @@ class Case(NamedTuple):
     build: Callable  # (base args, Maker) -> the call's keyword arguments
     cute: dict  # where ("cpu", "gpu", "2gpu") -> Expect for cute_kernels.<op>
     dispatch: dict  # where -> Expect for dispatch.<op>
-    bugs: dict = {}  # "cute/where" or "dispatch/where" -> what is wrong (an expected failure there)
     rows: int | None = None  # compare only the first and last ``rows`` rows (huge calls)
 
 
@@ -359,8 +357,6 @@ def params():
                 if where == "2gpu":
                     marks.append(pytest.mark.skipif(torch.cuda.device_count() < 2,
                                                     reason="needs two GPUs (tensors on cuda:0 and cuda:1)"))
-                if f"{impl}/{where}" in case.bugs:
-                    marks.append(pytest.mark.xfail(strict=True, reason=case.bugs[f"{impl}/{where}"]))
                 yield pytest.param(case, impl, where, expect, marks=marks, id=f"{where}-{impl}.{case.op}-{case.what}")
 
 
