@@ -4,6 +4,8 @@ It validates (dtype, device, rank, shape, strides, alignment) and raises ``TypeE
 ``ValueError`` naming the argument and the requirement; it never copies. Compiled functions take
 the torch tensors directly (TVM-FFI) and launch on torch's current stream of their device, which
 TVM-FFI reads from torch at call time; the bridge only makes that device current when it is not.
+A ``Launcher`` holds one validated problem's compiled functions, so a call that has been checked
+(by an op, or by the dispatcher's cached plan) reaches its kernel with a dict lookup.
 """
 
 from __future__ import annotations
@@ -29,18 +31,21 @@ def dtype_name(dtype: torch.dtype) -> str:
     return DTYPE_NAMES[dtype]
 
 
-def check_tensor(name: str, t, *, dtypes, shape) -> None:
-    """``shape`` is a tuple of ints or None (any size); its length is the required rank."""
+def check_tensor(name: str, t, *, dtypes, shape) -> torch.Size:
+    """``shape`` is a tuple of ints or None (any size); its length is the required rank.
+    Returns the tensor's shape."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in dtypes:
         allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
         raise TypeError(f"{name} must have dtype {allowed}; got {str(t.dtype).replace('torch.', '')}")
-    if t.dim() != len(shape):
-        raise ValueError(f"{name} must be {len(shape)}-D; got shape {tuple(t.shape)}")
-    for dim, (got, want) in enumerate(zip(t.shape, shape)):
-        if want is not None and got != want:
-            raise ValueError(f"{name} must have size {want} in dim {dim}; got shape {tuple(t.shape)}")
+    got = t.shape
+    if len(got) != len(shape):
+        raise ValueError(f"{name} must be {len(shape)}-D; got shape {tuple(got)}")
+    for dim, want in enumerate(shape):
+        if want is not None and got[dim] != want:
+            raise ValueError(f"{name} must have size {want} in dim {dim}; got shape {tuple(got)}")
+    return got
 
 
 def check_contiguous(name: str, t: torch.Tensor) -> None:
@@ -50,24 +55,39 @@ def check_contiguous(name: str, t: torch.Tensor) -> None:
 
 def check_same_device(**tensors: torch.Tensor) -> torch.device:
     """All tensors on one CUDA device; returns it."""
-    items = list(tensors.items())
-    first_name, first = items[0]
-    if first.device.type != "cuda":
-        raise ValueError(f"{first_name} must be a CUDA tensor; got device {first.device}")
-    for name, t in items[1:]:
-        if t.device != first.device:
-            raise ValueError(f"{name} is on {t.device} but {first_name} is on {first.device}; "
+    items = iter(tensors.items())
+    first_name, first = next(items)
+    device = first.device
+    if device.type != "cuda":
+        raise ValueError(f"{first_name} must be a CUDA tensor; got device {device}")
+    for name, t in items:
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device} but {first_name} is on {device}; "
                              "all tensors must be on one CUDA device")
-    return first.device
+    return device
 
 
-def check_no_overlap(out_name: str, out: torch.Tensor, /, **inputs: torch.Tensor) -> None:
-    """An output may not share memory with an input: the kernels read and write in parallel."""
+def check_no_overlap(out_name: str, out: torch.Tensor, /, **inputs: torch.Tensor | None) -> None:
+    """An output may not share memory with an input (None: absent): the kernels read and write
+    in parallel."""
     lo, hi = _span(out)
     for name, t in inputs.items():
+        if t is None:
+            continue
         t_lo, t_hi = _span(t)
         if lo < t_hi and t_lo < hi:
             raise ValueError(f"{out_name} overlaps {name} in memory; pass a separate output tensor")
+
+
+def check_output(name: str, out, /, *, dtype: torch.dtype, shape: tuple, device: torch.device,
+                 **inputs: torch.Tensor | None) -> None:
+    """A given output: a ``dtype`` tensor of ``shape`` on ``device`` (the inputs'), sharing no
+    memory with ``inputs`` (None: absent). Its layout is the caller's to check."""
+    check_tensor(name, out, dtypes=(dtype,), shape=shape)
+    if out.device != device:
+        raise ValueError(f"{name} is on {out.device} but the inputs are on {device}; "
+                         "all tensors must be on one CUDA device")
+    check_no_overlap(name, out, **inputs)
 
 
 def _span(t: torch.Tensor) -> tuple[int, int]:
@@ -79,11 +99,10 @@ def _span(t: torch.Tensor) -> tuple[int, int]:
 
 def alignment(*tensors: torch.Tensor) -> int:
     """Largest power-of-two byte alignment (<= 16) that every tensor's data pointer has."""
-    align = MAX_ALIGN
+    bits = MAX_ALIGN
     for t in tensors:
-        while t.data_ptr() % align:
-            align //= 2
-    return align
+        bits |= t.data_ptr()
+    return bits & -bits  # the lowest set bit
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,10 +133,51 @@ def compiled(kernel, device: torch.device):
     return cache.get(kernel, arch)
 
 
+# The current CUDA device's index: ``torch.cuda.current_device()`` without its lazy-initialisation
+# check, which costs more than the query (a launch holds CUDA tensors: CUDA is initialised).
+# None in a torch built without CUDA, where nothing launches.
+current_device = getattr(torch._C, "_cuda_getDevice", None)
+
+
 def launch(fn, device: torch.device, *args) -> None:
     """Calls ``fn`` with ``device`` current (torch tensors on cuda:1 while cuda:0 is current)."""
-    if device.index == torch.cuda.current_device():
+    if device.index == current_device():
         fn(*args)
     else:
         with torch.cuda.device(device):
             fn(*args)
+
+
+class Launcher:
+    """Launches the kernels of one validated problem, each specialisation's function looked up once.
+
+    ``launch(key, *args)`` launches ``kernel_of(key)``: ``key`` is what picks the specialisation
+    beyond the problem (M, the pointers' alignment; None when nothing does). The caller has
+    checked ``args``. At most ``MAX_KEYS`` functions are kept (then the map starts over, so a
+    stream of new sizes cannot grow it); ``KernelCache.clear_memory`` drops them. A miss goes
+    through ``compiled``: a CUDA graph capture still never compiles or loads."""
+
+    MAX_KEYS = 64
+
+    def __init__(self, kernel_of, device: torch.device):
+        self.kernel_of = kernel_of
+        self.device = device
+        self.index = device.index
+        self.functions = default_cache().memo()
+
+    # Callers keep the bound method: calling it costs less than an instance's __call__.
+    def launch(self, key, *args) -> None:
+        fn = self.functions.get(key)
+        if fn is None:
+            fn = self._load(key)
+        if self.index == current_device():
+            fn(*args)
+        else:
+            launch(fn, self.device, *args)
+
+    def _load(self, key):
+        fn = compiled(self.kernel_of(key), self.device)
+        if len(self.functions) >= self.MAX_KEYS:
+            self.functions.clear()
+        self.functions[key] = fn
+        return fn

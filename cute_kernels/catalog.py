@@ -34,8 +34,9 @@ SILU_VARIANTS = (
 def router_kernels(preset: Preset, m_values=ROUTER_M_VALUES, pdl: bool = True, x_dtype: str = "bfloat16") -> list:
     """The router GEMM specialisations a preset's calls at these M values use (bf16 activations)."""
     bias = preset.gate_dtype if preset.gate_bias else None
-    kernels = {router_gemm_kernel(x_dtype, preset.gate_dtype, preset.logits_dtype, bias, m, preset.hidden_size,
-                                  preset.num_experts, router_gemm_variant(x_dtype, preset.gate_dtype, m), pdl)
+    h = preset.hidden_size
+    kernels = {router_gemm_kernel(x_dtype, preset.gate_dtype, preset.logits_dtype, bias, m, h, preset.num_experts,
+                                  router_gemm_variant(x_dtype, preset.gate_dtype, m, h), pdl)
                for m in m_values}
     return sorted(kernels, key=repr)
 
@@ -59,7 +60,8 @@ def preset_kernels(preset: Preset, pdl: bool = True) -> list:
 
 
 # (x, weight, out, bias, M, H, E, variant, pdl): every dtype pair, both outputs, bias in three
-# dtypes, both variants, cluster split on and off (tiny H), M buckets, PDL off.
+# dtypes, both variants, cluster split on and off (dot splits only where a share of H does not
+# fit), M buckets, PDL off.
 ROUTER_VARIANTS = (
     [(x, w, "float32", None, 1, 7168, 256, "dot", True)
      for x in ("bfloat16", "float16", "float32") for w in ("bfloat16", "float16", "float32")]
@@ -67,6 +69,7 @@ ROUTER_VARIANTS = (
        ("bfloat16", "float32", "float32", "float32", 8, 3072, 256, "dot", True),
        ("float32", "float32", "bfloat16", "float16", 33, 64, 1, "dot", True),
        ("bfloat16", "bfloat16", "float32", None, 1, 7168, 256, "dot", False),
+       ("bfloat16", "bfloat16", "float32", None, 8, 65536, 256, "dot", True),
        ("bfloat16", "bfloat16", "float32", None, 16, 7168, 256, "mma", True),
        ("bfloat16", "bfloat16", "float32", None, 128, 7168, 256, "mma", True),
        ("float16", "float16", "float32", None, 8, 4096, 128, "mma", True),
@@ -75,14 +78,15 @@ ROUTER_VARIANTS = (
 )
 
 
-# (x, norm, gate, out, M, H, E, pdl): each dtype of each operand, both variants (bf16 above M = 2
-# takes tensor cores), cluster split on and off, M buckets.
+# (x, norm, gate, out, M, H, E, pdl): each dtype of each operand, both variants (bf16 above M = 4
+# takes tensor cores), cluster split on and off (large H), M buckets.
 NORM_ROUTER_VARIANTS = (
     ("bfloat16", "bfloat16", "bfloat16", "float32", 1, 7168, 384, True),
     ("bfloat16", "bfloat16", "bfloat16", "float32", 16, 4096, 256, True),
     ("bfloat16", "bfloat16", "bfloat16", "bfloat16", 64, 7168, 384, False),
     ("float16", "float32", "float32", "bfloat16", 3, 3072, 256, True),
     ("bfloat16", "float16", "bfloat16", "bfloat16", 8, 64, 1, False),
+    ("bfloat16", "bfloat16", "float32", "float32", 2, 32768, 64, True),
 )
 
 

@@ -35,6 +35,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from pathlib import Path
 
 import filelock
@@ -158,10 +159,15 @@ def _load_object(path: Path):
     return getattr(module, _FUNCTION_NAME)
 
 
+class _Memo(dict):
+    """A dict that a weak reference can hold (a plain dict cannot)."""
+
+
 class KernelCache:
     def __init__(self, directory: Path | None = None):
         self._explicit_dir = directory
         self._memory: dict[tuple, object] = {}  # (kernel, arch): frozen dataclasses hash cheaply
+        self._memos = weakref.WeakValueDictionary()  # id -> a caller's own map to the functions above
         self._lock = threading.Lock()  # cute.compile is not thread-safe
         self._disk_ok: bool | None = None
         self.stats = Stats()
@@ -206,8 +212,17 @@ class KernelCache:
         obj, meta = self._paths(key)
         return self._read_valid(obj, meta, key) is not None
 
+    def memo(self) -> dict:
+        """An empty dict for a caller's own map to functions this cache hands out (an op's
+        M -> function, so a call skips hashing the kernel); ``clear_memory`` empties it too."""
+        memo = _Memo()
+        self._memos[id(memo)] = memo
+        return memo
+
     def clear_memory(self) -> None:
         self._memory.clear()
+        for memo in list(self._memos.values()):
+            memo.clear()
 
     # -- ahead-of-time directory ------------------------------------------------------------
     def _aot(self):

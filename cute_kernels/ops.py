@@ -1,4 +1,8 @@
-"""Public ops: validate through the bridge, pick the compiled specialisation, launch."""
+"""Public ops: validate through the bridge, then launch through the problem's ``*_launcher``.
+
+A launcher (one per problem: dtypes, sizes but M, device) checks only the outputs, keeps each
+specialisation's compiled function and launches; the dispatcher's CuTe tiers call it directly,
+their cached plan already holding everything else an op checks."""
 
 from __future__ import annotations
 
@@ -46,26 +50,35 @@ def pack_topk(ids: torch.Tensor, weights: torch.Tensor, *, out: torch.Tensor | N
     ``pdl``: launch with programmatic dependent launch (overlaps the previous kernel's tail).
     Semantics: ``cute_kernels.reference.pack_topk``.
     """
-    bridge.check_tensor("ids", ids, dtypes=(torch.int32, torch.int64), shape=(None, None))
-    t, k = ids.shape
+    t, k = bridge.check_tensor("ids", ids, dtypes=(torch.int32, torch.int64), shape=(None, None))
     bridge.check_tensor("weights", weights, dtypes=(torch.float32, torch.bfloat16), shape=(t, k))
     device = bridge.check_same_device(ids=ids, weights=weights)
     if t * k > _MAX_ELEMENTS:
         raise ValueError(f"ids has {t * k} elements; at most {_MAX_ELEMENTS} are supported")
-    if out is None:
-        out = torch.empty((t, k), dtype=torch.int32, device=device)
-    else:
-        bridge.check_tensor("out", out, dtypes=(torch.int32,), shape=(t, k))
-        bridge.check_same_device(ids=ids, out=out)
-        bridge.check_no_overlap("out", out, ids=ids, weights=weights)
-    for name, x in (("ids", ids), ("weights", weights), ("out", out)):
-        bridge.check_contiguous(name, x)
-    if t * k == 0:
+    bridge.check_contiguous("ids", ids)
+    bridge.check_contiguous("weights", weights)
+    return pack_topk_launcher(ids.dtype, weights.dtype, k, device, pdl)(t, ids, weights, out)
+
+
+@functools.lru_cache(maxsize=256)
+def pack_topk_launcher(ids_dtype: torch.dtype, weights_dtype: torch.dtype, k: int, device: torch.device, pdl: bool):
+    """``launch(T, ids, weights, out) -> out`` for calls already checked to be this problem: ids
+    and weights [T, k] of these dtypes, contiguous, on ``device``, T * k <= 2**31 - 1. Only
+    ``out`` is checked (allocated when None); the pointers' alignment picks the specialisation."""
+    names = bridge.dtype_name(ids_dtype), bridge.dtype_name(weights_dtype)
+    launch_kernel = bridge.Launcher(lambda align: pack_topk_kernel(*names, k, align, pdl), device).launch
+
+    def launch(t, ids, weights, out):
+        if out is None:
+            out = ids.new_empty(t, k, dtype=torch.int32)
+        else:
+            bridge.check_output("out", out, dtype=torch.int32, shape=(t, k), device=device, ids=ids, weights=weights)
+            bridge.check_contiguous("out", out)
+        if t and k:
+            launch_kernel(bridge.alignment(ids, weights, out), ids, weights, out)
         return out
-    kernel = pack_topk_kernel(bridge.dtype_name(ids.dtype), bridge.dtype_name(weights.dtype), k,
-                              bridge.alignment(ids, weights, out), pdl)
-    bridge.launch(bridge.compiled(kernel, device), device, ids, weights, out)
-    return out
+
+    return launch
 
 
 SILU_GROUP_SIZES = (64, 128)
@@ -91,18 +104,16 @@ def silu_mul_quant_fp8(x: torch.Tensor, group_size: int = 128, *, scale_ub: torc
     ``pdl``: launch with programmatic dependent launch.
     Semantics: ``cute_kernels.reference.silu_mul_quant_fp8``.
     """
-    bridge.check_tensor("x", x, dtypes=(torch.bfloat16, torch.float16), shape=(None, None))
+    t, width = bridge.check_tensor("x", x, dtypes=(torch.bfloat16, torch.float16), shape=(None, None))
     if group_size not in SILU_GROUP_SIZES:
         raise ValueError(f"group_size must be 64 or 128; got {group_size!r}")
     if scale_layout not in SCALE_LAYOUTS:
         raise ValueError(f"scale_layout must be 'row' or 'col'; got {scale_layout!r}")
-    t, width = x.shape
     if width % 2:
         raise ValueError(f"x must have an even width ([gate | up]); got shape {tuple(x.shape)}")
     h = width // 2
     if h == 0 or h % group_size:
         raise ValueError(f"x's half-width H={h} must be a positive multiple of group_size={group_size}")
-    g = h // group_size
     if scale_ub is not None and not (isinstance(scale_ub, torch.Tensor) and scale_ub.dtype == torch.float32
                                      and scale_ub.numel() == 1):
         got = (f"{scale_ub.dtype} {tuple(scale_ub.shape)}" if isinstance(scale_ub, torch.Tensor)
@@ -110,44 +121,55 @@ def silu_mul_quant_fp8(x: torch.Tensor, group_size: int = 128, *, scale_ub: torc
         raise TypeError(f"scale_ub must be a one-element float32 tensor; got {got}")
     device = bridge.check_same_device(x=x)
     bridge.check_contiguous("x", x)
+    _check_aligned(16, x=x)
     if scale_ub is not None:
         bridge.check_same_device(x=x, scale_ub=scale_ub)
     if t * width > _MAX_ELEMENTS:
         raise ValueError(f"x has {t * width} elements; at most {_MAX_ELEMENTS} are supported")
-    if out is None:
-        out = torch.empty((t, h), dtype=torch.float8_e4m3fn, device=device)
-    else:
-        bridge.check_tensor("out", out, dtypes=(torch.float8_e4m3fn,), shape=(t, h))
-        bridge.check_same_device(x=x, out=out)
-        bridge.check_contiguous("out", out)
-        bridge.check_no_overlap("out", out, x=x)
-    s_strides = (g, 1) if scale_layout == "row" else (1, t)
-    if scales is None:
-        scales = torch.empty_strided((t, g), s_strides, dtype=torch.float32, device=device)
-    else:
-        bridge.check_tensor("scales", scales, dtypes=(torch.float32,), shape=(t, g))
-        bridge.check_same_device(x=x, scales=scales)
-        _check_strides("scales", scales, s_strides, scale_layout)
-        bridge.check_no_overlap("scales", scales, x=x, out=out)
-    if scale_ub is not None:
-        bridge.check_no_overlap("out", out, scale_ub=scale_ub)
-        bridge.check_no_overlap("scales", scales, scale_ub=scale_ub)
-    if t == 0:
+    launch = silu_mul_quant_launcher(x.dtype, h, group_size, bool(ue8m0), scale_ub is not None, scale_layout,
+                                     device, pdl)
+    return launch(t, x, group_size, scale_ub, ue8m0, scale_layout, out, scales)
+
+
+@functools.lru_cache(maxsize=256)
+def silu_mul_quant_launcher(x_dtype: torch.dtype, h: int, group_size: int, ue8m0: bool, has_scale_ub: bool,
+                            scale_layout: str, device: torch.device, pdl: bool):
+    """``launch(T, x, group_size, scale_ub, ue8m0, scale_layout, out, scales) -> (out, scales)``
+    for calls already checked to be this problem: x [T, 2H] of this dtype, contiguous and
+    16-byte aligned, scale_ub (given exactly when ``has_scale_ub``) a one-element fp32 tensor,
+    all on ``device``, T * 2H <= 2**31 - 1. Only ``out`` and ``scales`` are checked (allocated
+    when None)."""
+    kernel = silu_mul_quant_kernel(bridge.dtype_name(x_dtype), h, group_size, ue8m0, has_scale_ub, scale_layout, pdl)
+    launch_kernel = bridge.Launcher(lambda _: kernel, device).launch
+    g = h // group_size
+    no_ub = _unread(device)
+
+    def launch(t, x, group_size, scale_ub, ue8m0, scale_layout, out, scales):
+        if out is None:
+            out = x.new_empty(t, h, dtype=torch.float8_e4m3fn)
+        else:
+            bridge.check_output("out", out, dtype=torch.float8_e4m3fn, shape=(t, h), device=device, x=x,
+                                scale_ub=scale_ub)
+            bridge.check_contiguous("out", out)
+            _check_aligned(8, out=out)
+        s_strides = (g, 1) if scale_layout == "row" else (1, t)
+        if scales is None:
+            scales = x.new_empty_strided((t, g), s_strides, dtype=torch.float32)
+        else:
+            bridge.check_output("scales", scales, dtype=torch.float32, shape=(t, g), device=device, x=x, out=out,
+                                scale_ub=scale_ub)
+            _check_strides("scales", scales, s_strides, scale_layout)
+        if t:
+            launch_kernel(None, x, out, scales, no_ub if scale_ub is None else scale_ub.as_strided((1,), (1,)))
         return out, scales
-    _check_aligned(16, x=x)
-    _check_aligned(8, out=out)
-    kernel = silu_mul_quant_kernel(bridge.dtype_name(x.dtype), h, group_size, bool(ue8m0), scale_ub is not None,
-                                   scale_layout, pdl)
-    # Without a cap the kernel reads nothing there; any one-element fp32 view fills the slot.
-    ub = (scale_ub if scale_ub is not None else scales).as_strided((1,), (1,))
-    bridge.launch(bridge.compiled(kernel, device), device, x, out, scales, ub)
-    return out, scales
+
+    return launch
 
 
 def _check_aligned(need: int, **tensors: torch.Tensor) -> None:
-    """TMA and vector accesses need ``need``-byte aligned data pointers."""
+    """TMA and vector accesses need ``need``-byte (a power of two) aligned data pointers."""
     for name, t in tensors.items():
-        if bridge.alignment(t) < need:
+        if t.data_ptr() % need:
             raise ValueError(f"{name} must be {need}-byte aligned (its data pointer is not)")
 
 
@@ -173,14 +195,24 @@ ROUTER_W_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 ROUTER_OUT_DTYPES = (torch.float32, torch.bfloat16)
 ROUTER_SMEM_BUDGET = 200 * 1024  # bytes per CTA; H100 allows 227 KB
 H100_SMS = 132
+DOT_WARPS = 8  # consumer warps of the dot variant
+DOT_MAX_ACC = 64  # fp32 accumulators per lane in the dot variant: m_tile * e_tile
+# The tensor-core variant holds a CTA's share of H in shared memory; at its smallest tiling (16
+# experts, 8 tokens, 8-way split) that fits up to H = 33792.
+ROUTER_MMA_MAX_H = 32768
 ROUTER_DOT_MAX_M = 4  # above this M, 16-bit same-dtype calls default to the tensor-core variant
 
 
-def router_gemm_variant(x_dtype: str, w_dtype: str, m: int) -> str:
-    """Default consumer: tensor cores once a few tokens share each weight (16-bit, same dtype)."""
-    if x_dtype == w_dtype and w_dtype in ("bfloat16", "float16") and m > ROUTER_DOT_MAX_M:
+def router_gemm_variant(x_dtype: str, w_dtype: str, m: int, h: int) -> str:
+    """Default consumer: tensor cores once a few tokens share each weight (16-bit, same dtype,
+    H up to ROUTER_MMA_MAX_H)."""
+    if mma_dtypes(x_dtype, w_dtype) and m > ROUTER_DOT_MAX_M and h <= ROUTER_MMA_MAX_H:
         return "mma"
     return "dot"
+
+
+def mma_dtypes(x_dtype: str, w_dtype: str) -> bool:
+    return x_dtype == w_dtype and w_dtype in ("bfloat16", "float16")
 
 
 
@@ -198,49 +230,66 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
                        e: int, variant: str, pdl: bool, num_sms: int = H100_SMS) -> RouterGemm:
     """The specialisation for a call. Tiles come from M's bucket.
 
-    ``dot``: the smallest expert tile (4) and the smallest cluster that still gives about one
-    CTA per SM. Measured on the H100 (DeepSeek-V3 and Kimi-K2, M = 1..4): every split_k = 8
-    config was 0.3-1.2 us slower than the best one at split 2-4, and small expert tiles spread
-    the per-token FMAs over more SMs, which is what M > 1 needs.
+    ``dot``: no cluster (a cluster split measured 1.5-2 us slower at every shape on the H100:
+    its barriers and DSMEM exchange cost more than the bytes they spread); the expert tile
+    spreads the experts (times the token tiles) over about one CTA per SM, at least 2 experts
+    per CTA (fewer, fuller CTAs measured 0.05-0.1 us faster on small E, and far faster at
+    M = 4), at most 64 accumulators per lane. Eight consumer warps take the CTA's k tiles in
+    turn (fewer when it has fewer tiles).
     ``mma``: the expert tile and split minimise the bytes one SM streams (per-CTA bytes times
-    waves)."""
+    waves).
+    Both hold a CTA's whole share of H in shared memory (``router_stages``); where it does not
+    fit, fewer tokens share a CTA, then (dot) fewer experts, then H is split across a cluster."""
     m_tile = router_m_tile(variant, m)
-    m_tiles = -(-m // m_tile)
+    make = functools.partial(RouterGemm, x_dtype, w_dtype, out_dtype, bias_dtype, variant)
     if variant == "dot":
-        e_tile, k_tile = 4, RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, 4, m_tile, 1, 1, pdl).k_tile
-        n_k = -(-h // k_tile)
-        splits = [s for s in (1, 2, 4, 8) if s <= n_k]
-        split_k = next((s for s in splits if -(-e // e_tile) * s * m_tiles >= 0.9 * num_sms), splits[-1])
-    else:
-        best = None
-        for e_tile in (16, 32, 64):
-            for split_k in (1, 2, 4, 8):
-                probe = RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, 1, pdl)
-                if split_k > -(-h // probe.k_tile):
-                    continue
-                ctas = -(-e // e_tile) * split_k * m_tiles
-                cta_bytes = (e_tile * WIDTHS[w_dtype] + m_tile * WIDTHS[x_dtype]) // 8 * -(-h // split_k)
-                score = (cta_bytes * -(-ctas // num_sms), ctas, split_k)
-                if best is None or score < best[0]:
-                    best = (score, e_tile, split_k)
-        _, e_tile, split_k = best
-    one = RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, 1, pdl)
-    stages = max(2, router_stages(one, h))
-    return RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, m_tile, split_k, stages, pdl)
+        # Every stage must fit: where the share does not, fewer tokens per CTA, then fewer
+        # experts, then a split.
+        for split_k in (1, 2, 4, 8):
+            for tile in (t for t in (8, 4, 2, 1) if t <= m_tile):
+                e_tile = dot_e_tile(e, tile, -(-m // tile), num_sms)
+                for et in dict.fromkeys((e_tile, *(t for t in (8, 4, 2, 1) if t < e_tile))):
+                    probe = make(et, tile, split_k, 1, pdl)
+                    if split_k > 1 and split_k > -(-h // probe.k_tile):
+                        continue
+                    probe = dataclasses.replace(probe, consumer_warps=min(DOT_WARPS, probe.k_tiles_per_cta(h)))
+                    if stages := router_stages(probe, h):
+                        return dataclasses.replace(probe, stages=stages)
+        raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
+    best = None
+    for tile, e_tile, split_k in itertools.product((t for t in (64, 32, 16, 8) if t <= m_tile), (16, 32, 64),
+                                                   (1, 2, 4, 8)):
+        probe = make(e_tile, tile, split_k, 1, pdl)
+        stages = router_stages(probe, h)
+        if not stages or split_k > -(-h // probe.k_tile):
+            continue
+        ctas = -(-e // e_tile) * split_k * -(-m // tile)
+        cta_bytes = (e_tile * WIDTHS[w_dtype] + tile * WIDTHS[x_dtype]) // 8 * -(-h // split_k)
+        score = (-tile, cta_bytes * -(-ctas // num_sms), ctas, split_k)  # the largest token tile that fits first
+        if best is None or score < best[0]:
+            best = (score, dataclasses.replace(probe, stages=stages))
+    if best is None:
+        raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
+    return best[1]
+
+
+def dot_e_tile(e: int, m_tile: int, m_tiles: int, num_sms: int) -> int:
+    """Experts per dot CTA: about one CTA per SM over the expert and token tiles, at least 2,
+    at most E, 16 (a ring deep enough for every warp fits in shared memory) and
+    DOT_MAX_ACC / m_tile (accumulators per lane)."""
+    return max(1, min(e, 16, max(2, -(-e * m_tiles // num_sms)), DOT_MAX_ACC // m_tile))
 
 
 def router_stages(kernel: RouterGemm, h: int) -> int:
-    """Ring depth: a CTA's whole share of H in flight, as far as the shared-memory budget allows."""
-    return min(_k_tiles_per_cta(kernel, h), (ROUTER_SMEM_BUDGET - kernel.fixed_smem) // kernel.smem_per_stage)
-
-
-def _k_tiles_per_cta(kernel: RouterGemm, h: int) -> int:
-    return -(-(-(-h // kernel.k_tile)) // kernel.split_k)
+    """Stages for a CTA's whole share of H (the kernel never reuses a stage), or 0 when they do
+    not fit in the shared-memory budget."""
+    share = kernel.k_tiles_per_cta(h)
+    return share if kernel.fixed_smem + share * kernel.smem_per_stage <= ROUTER_SMEM_BUDGET else 0
 
 
 @functools.lru_cache(maxsize=None)
-def _no_bias(device: torch.device) -> torch.Tensor:
-    """Fills the bias slot of a kernel compiled without bias (never read)."""
+def _unread(device: torch.device) -> torch.Tensor:
+    """One fp32 element for a slot the kernel was compiled not to read (no bias, no scale cap)."""
     return torch.zeros((1,), dtype=torch.float32, device=device)
 
 
@@ -264,10 +313,8 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     tuning sweeps) instead of the heuristic's; its dtypes must match the call's.
     Semantics: ``cute_kernels.reference.router_gemm``.
     """
-    bridge.check_tensor("x", x, dtypes=ROUTER_X_DTYPES, shape=(None, None))
-    m, h = x.shape
-    bridge.check_tensor("weight", weight, dtypes=ROUTER_W_DTYPES, shape=(None, h))
-    e = weight.shape[0]
+    m, h = bridge.check_tensor("x", x, dtypes=ROUTER_X_DTYPES, shape=(None, None))
+    e, _ = bridge.check_tensor("weight", weight, dtypes=ROUTER_W_DTYPES, shape=(None, h))
     _check_router_sizes("weight", h, e, out_dtype)
     device = bridge.check_same_device(x=x, weight=weight)
     if bias is not None:
@@ -279,72 +326,100 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     _check_aligned(16, x=x, weight=weight)  # TMA
     if max(m * h, e * h, m * e) > _MAX_ELEMENTS:
         raise ValueError(f"x, weight or out has more than {_MAX_ELEMENTS} elements")
-    if out is None:
-        out = torch.empty((m, e), dtype=out_dtype, device=device)
-    else:
-        bridge.check_tensor("out", out, dtypes=(out_dtype,), shape=(m, e))
-        bridge.check_same_device(x=x, out=out)
-        bridge.check_contiguous("out", out)
-        bridge.check_no_overlap("out", out, x=x, weight=weight, **({} if bias is None else {"bias": bias}))
     names = bridge.dtype_name(x.dtype), bridge.dtype_name(weight.dtype)
     if variant is None:
-        variant = router_gemm_variant(*names, m)
+        variant = router_gemm_variant(*names, m, h)
     elif variant not in ("dot", "mma"):
         raise ValueError(f"variant must be 'dot', 'mma' or None; got {variant!r}")
-    elif variant == "mma" and router_gemm_variant(*names, 1 << 30) != "mma":
+    elif variant == "mma" and not mma_dtypes(*names):
         raise ValueError(f"variant='mma' needs x and weight both bf16 or both fp16; got {names[0]} x {names[1]}")
-    if m == 0:
+    elif variant == "mma" and h > ROUTER_MMA_MAX_H:
+        raise ValueError(f"variant='mma' takes H up to {ROUTER_MMA_MAX_H} (a CTA's share of H must fit in shared "
+                         f"memory); got H={h}: use variant='dot'")
+    bias_dtype = None if bias is None else bias.dtype
+    if config is not None:
+        if (config.x_dtype, config.w_dtype, config.out_dtype, config.bias_dtype) != (
+                *names, bridge.dtype_name(out_dtype), bias_dtype and bridge.dtype_name(bias_dtype)):
+            raise ValueError(f"config {config} does not match the call's dtypes")
+        if not config.holds_share(h):
+            raise ValueError(f"config {config}: its {config.stages} stages do not hold a CTA's "
+                             f"{config.k_tiles_per_cta(h)} k tiles of H={h}")
+    launch = router_gemm_launcher(x.dtype, weight.dtype, bias_dtype, out_dtype, h, e, variant, device, pdl, config)
+    return launch(m, x, weight, bias, out_dtype, out)
+
+
+@functools.lru_cache(maxsize=256)
+def router_gemm_launcher(x_dtype: torch.dtype, w_dtype: torch.dtype, bias_dtype: torch.dtype | None,
+                         out_dtype: torch.dtype, h: int, e: int, variant: str, device: torch.device, pdl: bool,
+                         config: RouterGemm | None = None):
+    """``launch(M, x, weight, bias, out_dtype, out) -> out`` for calls already checked to be this
+    problem: x [M, H] and weight [E, H] of these dtypes, contiguous and 16-byte aligned, bias
+    None (``bias_dtype`` None) or contiguous [E], all on ``device``, M * max(H, E) <= 2**31 - 1.
+    Only ``out`` is checked (allocated when None); each M's specialisation is looked up once
+    (``config``: that one for every M)."""
+    names = [bridge.dtype_name(d) for d in (x_dtype, w_dtype, out_dtype)]
+    bias_name = None if bias_dtype is None else bridge.dtype_name(bias_dtype)
+    num_sms = _num_sms(device.index)
+    launch_kernel = bridge.Launcher(lambda m: config if config is not None else router_gemm_kernel(
+        *names, bias_name, m, h, e, variant, pdl, num_sms), device).launch
+    no_bias = _unread(device)
+
+    def launch(m, x, weight, bias, out_dtype, out):
+        if out is None:
+            out = x.new_empty(m, e, dtype=out_dtype)
+        else:
+            bridge.check_output("out", out, dtype=out_dtype, shape=(m, e), device=device, x=x, weight=weight,
+                                bias=bias)
+            bridge.check_contiguous("out", out)
+        if m:
+            launch_kernel(m, x, weight, no_bias if bias is None else bias, out)
         return out
-    bias_name = None if bias is None else bridge.dtype_name(bias.dtype)
-    if config is None:
-        kernel = router_gemm_kernel(*names, bridge.dtype_name(out_dtype), bias_name, m, h, e, variant, pdl,
-                                    _num_sms(device.index))
-    elif (config.x_dtype, config.w_dtype, config.out_dtype, config.bias_dtype) != (
-            *names, bridge.dtype_name(out_dtype), bias_name):
-        raise ValueError(f"config {config} does not match the call's dtypes")
-    else:
-        kernel = config
-    bias_arg = bias if bias is not None else _no_bias(device)
-    bridge.launch(bridge.compiled(kernel, device), device, x, weight, bias_arg, out)
-    return out
+
+    return launch
 
 
 NORM_X_DTYPES = (torch.bfloat16, torch.float16)
 NORM_WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 NORM_GATE_DTYPES = (torch.bfloat16, torch.float32)
-# H100, DeepSeek-V4-Pro: dot 5.35 us at M = 2 and 7.58 at M = 4; the tensor-core variant 5.69 at M = 8.
-NORM_DOT_MAX_M = 2
+# H100, DeepSeek-V4-Pro (no-cluster dot): dot 4.29 us at M = 4 against 5.88 on tensor cores; at M = 8
+# the tensor-core variant 5.70 against 6.24.
+NORM_DOT_MAX_M = 4
 
 
 @functools.lru_cache(maxsize=4096)
 def norm_router_gemm_kernel(x_dtype: str, norm_dtype: str, w_dtype: str, out_dtype: str, m: int, h: int, e: int,
                             pdl: bool, num_sms: int = H100_SMS) -> NormRouterGemm:
     """Tensor cores (the router's mma tiling) above NORM_DOT_MAX_M tokens when x, the norm
-    weight and the gate are all bf16; otherwise the dot variant with large expert tiles (32)
-    over an 8-way cluster split, which measured on the H100 (7168 x 384, M = 1, 4, 16) beat
-    smaller tiles and clusters by 0.5-6 us, the opposite of the plain router: every CTA also
-    carries its x tiles and the norm's work. Each CTA keeps all of its x and norm-weight tiles
-    resident; where they do not fit, H is split 8 ways, then fewer tokens share a CTA, then
-    the dot variant's smaller token tiles are tried. ValueError if even one token's share of H
-    cannot stay resident."""
-    mma = x_dtype == norm_dtype == w_dtype == "bfloat16" and m > NORM_DOT_MAX_M
+    weight and the gate are all bf16; otherwise the dot variant with the router's expert tile
+    and no cluster (measured on the H100, DeepSeek-V4-Pro M = 1: 3.16 us without a cluster,
+    5.0-5.5 with 2- or 4-CTA clusters, although each CTA then reads all of x and the norm
+    weight). Each CTA keeps all of its x and norm-weight tiles resident; where they do not
+    fit, H is split across a cluster (2, 4, then 8 ways), then fewer tokens share a CTA.
+    ValueError if even one token's share of H cannot stay resident."""
+    mma = x_dtype == norm_dtype == w_dtype == "bfloat16" and m > NORM_DOT_MAX_M and h <= ROUTER_MMA_MAX_H
     for variant in ("mma", "dot") if mma else ("dot",):
-        if variant == "mma":
-            base = router_gemm_kernel(x_dtype, w_dtype, out_dtype, None, m, h, e, "mma", pdl, num_sms)
-            e_tile, split_pref = base.e_tile, base.split_k
-        else:
-            e_tile, split_pref = min(32, -(-e // 4) * 4), 8
         m_tile = router_m_tile(variant, m)
         tiles = [t for t in (64, 32, 16, 8, 4, 2, 1) if t <= m_tile and (variant == "dot" or t >= 8)]
-        for tile, split_cap in itertools.product(tiles, dict.fromkeys((split_pref, 8))):
-            probe = NormRouterGemm(x_dtype, w_dtype, out_dtype, None, variant, e_tile, tile, 1, 1, pdl,
-                                   norm_dtype=norm_dtype, k_slots=1)
-            n_k = -(-h // probe.k_tile)
-            split_k = max(s for s in (1, 2, 4, 8) if s <= min(n_k, split_cap))
-            probe = dataclasses.replace(probe, split_k=split_k, k_slots=-(-n_k // split_k))
-            stages = router_stages(probe, h)
-            if stages >= 1:
-                return dataclasses.replace(probe, stages=stages)
+        for tile in tiles:
+            m_tiles = -(-m // tile)
+            for split_cap in (1, 2, 4, 8) if variant == "dot" else (None, 8):
+                if variant == "mma":
+                    base = router_gemm_kernel(x_dtype, w_dtype, out_dtype, None, m, h, e, "mma", pdl, num_sms)
+                    e_tile, warps = base.e_tile, base.consumer_warps
+                    split_cap = split_cap or base.split_k
+                else:
+                    e_tile, warps = dot_e_tile(e, tile, m_tiles, num_sms), DOT_WARPS
+                probe = NormRouterGemm(x_dtype, w_dtype, out_dtype, None, variant, e_tile, tile, 1, 1, pdl,
+                                       warps, norm_dtype=norm_dtype, k_slots=1)
+                n_k = -(-h // probe.k_tile)
+                split_k = max(s for s in (1, 2, 4, 8) if s <= min(n_k, split_cap))
+                k_slots = -(-n_k // split_k)
+                if variant == "dot":
+                    warps = min(warps, k_slots)
+                probe = dataclasses.replace(probe, split_k=split_k, k_slots=k_slots, consumer_warps=warps)
+                stages = router_stages(probe, h)
+                if stages >= 1:
+                    return dataclasses.replace(probe, stages=stages)
     raise ValueError(f"hidden size H={h} is too large for the fused kernel: a CTA's share of x does not fit "
                      "in shared memory (use the router GEMM on normed rows)")
 
@@ -366,40 +441,51 @@ def norm_router_gemm(x: torch.Tensor, norm_weight: torch.Tensor, gate_weight: to
     launch (the gate and norm weights stream before the previous kernel has finished).
     Semantics: ``cute_kernels.reference.rmsnorm_router_gemm``.
     """
-    bridge.check_tensor("x", x, dtypes=NORM_X_DTYPES, shape=(None, None))
-    m, h = x.shape
+    m, h = bridge.check_tensor("x", x, dtypes=NORM_X_DTYPES, shape=(None, None))
     bridge.check_tensor("norm_weight", norm_weight, dtypes=NORM_WEIGHT_DTYPES, shape=(h,))
-    bridge.check_tensor("gate_weight", gate_weight, dtypes=NORM_GATE_DTYPES, shape=(None, h))
-    e = gate_weight.shape[0]
+    e, _ = bridge.check_tensor("gate_weight", gate_weight, dtypes=NORM_GATE_DTYPES, shape=(None, h))
     _check_router_sizes("gate_weight", h, e, out_dtype)
     if isinstance(eps, torch.Tensor) or not float(eps) >= 0.0:
         raise ValueError(f"eps must be a float >= 0; got {eps!r}")
     device = bridge.check_same_device(x=x, norm_weight=norm_weight, gate_weight=gate_weight)
     if max(m * h, e * h, m * e) > _MAX_ELEMENTS:
         raise ValueError(f"x, gate_weight or logits_out has more than {_MAX_ELEMENTS} elements")
-    if normed_out is None:
-        normed_out = torch.empty((m, h), dtype=x.dtype, device=device)
-    else:
-        bridge.check_tensor("normed_out", normed_out, dtypes=(x.dtype,), shape=(m, h))
-        bridge.check_same_device(x=x, normed_out=normed_out)
-    if logits_out is None:
-        logits_out = torch.empty((m, e), dtype=out_dtype, device=device)
-    else:
-        bridge.check_tensor("logits_out", logits_out, dtypes=(out_dtype,), shape=(m, e))
-        bridge.check_same_device(x=x, logits_out=logits_out)
-        bridge.check_contiguous("logits_out", logits_out)
-    dense = {"x": x, "norm_weight": norm_weight, "gate_weight": gate_weight, "normed_out": normed_out}
-    for name, t in dense.items():
-        bridge.check_contiguous(name, t)
-    _check_aligned(16, **dense)  # TMA loads, 16-byte stores of normed x
     inputs = {"x": x, "norm_weight": norm_weight, "gate_weight": gate_weight}
-    bridge.check_no_overlap("normed_out", normed_out, **inputs)
-    bridge.check_no_overlap("logits_out", logits_out, normed_out=normed_out, **inputs)
-    if m == 0:
+    for name, t in inputs.items():
+        bridge.check_contiguous(name, t)
+    _check_aligned(16, **inputs)  # TMA loads
+    launch = norm_router_gemm_launcher(x.dtype, norm_weight.dtype, gate_weight.dtype, out_dtype, h, e, device, pdl)
+    return launch(m, x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)
+
+
+@functools.lru_cache(maxsize=256)
+def norm_router_gemm_launcher(x_dtype: torch.dtype, norm_dtype: torch.dtype, gate_dtype: torch.dtype,
+                              out_dtype: torch.dtype, h: int, e: int, device: torch.device, pdl: bool):
+    """``launch(M, x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out) ->
+    (normed_out, logits_out)`` for calls already checked to be this problem: x [M, H],
+    norm_weight [H] and gate_weight [E, H] of these dtypes, contiguous and 16-byte aligned, on
+    ``device``, eps >= 0, M * max(H, E) <= 2**31 - 1. Only the outputs are checked (allocated
+    when None); each M's specialisation is looked up once."""
+    names = [bridge.dtype_name(d) for d in (x_dtype, norm_dtype, gate_dtype, out_dtype)]
+    num_sms = _num_sms(device.index)
+    launch_kernel = bridge.Launcher(lambda m: norm_router_gemm_kernel(*names, m, h, e, pdl, num_sms), device).launch
+
+    def launch(m, x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
+        if normed_out is None:
+            normed_out = x.new_empty(m, h)
+        else:
+            bridge.check_output("normed_out", normed_out, dtype=x.dtype, shape=(m, h), device=device, x=x,
+                                norm_weight=norm_weight, gate_weight=gate_weight)
+            bridge.check_contiguous("normed_out", normed_out)
+            _check_aligned(16, normed_out=normed_out)  # 16-byte stores
+        if logits_out is None:
+            logits_out = x.new_empty(m, e, dtype=out_dtype)
+        else:
+            bridge.check_output("logits_out", logits_out, dtype=out_dtype, shape=(m, e), device=device, x=x,
+                                norm_weight=norm_weight, gate_weight=gate_weight, normed_out=normed_out)
+            bridge.check_contiguous("logits_out", logits_out)
+        if m:
+            launch_kernel(m, x, gate_weight, norm_weight.view(1, h), logits_out, normed_out, float(eps))
         return normed_out, logits_out
-    kernel = norm_router_gemm_kernel(bridge.dtype_name(x.dtype), bridge.dtype_name(norm_weight.dtype),
-                                     bridge.dtype_name(gate_weight.dtype), bridge.dtype_name(out_dtype), m, h, e,
-                                     pdl, _num_sms(device.index))
-    bridge.launch(bridge.compiled(kernel, device), device, x, gate_weight, norm_weight.view(1, h), logits_out,
-                  normed_out, float(eps))
-    return normed_out, logits_out
+
+    return launch

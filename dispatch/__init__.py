@@ -3,8 +3,9 @@
 Every op has an ordered list of tiers (a CuTe kernel first, plain torch last). Each tier has an
 eligibility check that returns None or a one-line reason; the first eligible tier whose tuning
 window contains M runs (``dispatch/tuning.json``, format in ``dispatch.tuning``). Decisions are
-cached per problem (device, dtypes, sizes other than M, options, layout), so a call costs a
-dict lookup and an integer compare on M before the tier itself.
+cached per problem (device, dtypes, sizes other than M, options, layout), so a call costs its
+problem key, a dict lookup and an integer compare on M before the tier itself; a CuTe tier is
+bound to the problem and checks only the call's outputs.
 
 - ``router_gemm``, ``norm_router_gemm``, ``silu_mul_quant_fp8``, ``pack_topk``: the
   ``cute_kernels`` signatures and the spec's semantics (``cute_kernels.reference``).

@@ -5,8 +5,8 @@ Tiers, in order: ``cute-fused`` (``cute_kernels.norm_router_gemm``, one kernel),
 free of the rounding of normed_x as the spec requires), ``torch`` (both halves in fp32 torch).
 
 The problem (``NormRouterProblem``): ``device``, ``x_dtype``, ``norm_dtype``, ``gate_dtype``,
-``out_dtype``, ``hidden`` (H), ``gate_shape`` ([E, H]), ``dense`` (every tensor contiguous,
-x, gate_weight and the outputs 16-byte aligned), ``same_device`` (every tensor on x's device) and
+``out_dtype``, ``hidden`` (H), ``gate_shape`` ([E, H]), ``dense`` (every tensor contiguous and
+16-byte aligned), ``same_device`` (every tensor on x's device) and
 ``norm_ok`` (norm_weight of length H, eps >= 0); no plan is ever built without the last two, so a
 call that breaks them is checked (and refused) every time. ``arch`` is the device's arch.
 """
@@ -58,7 +58,7 @@ class NormRouterProblem(NamedTuple):
 def problem_key(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
     m, hidden = x.shape
     device = x.device
-    is_dense = (dense(x) and norm_weight.is_contiguous() and dense(gate_weight)
+    is_dense = (dense(x) and dense(norm_weight) and dense(gate_weight)
                 and (normed_out is None or dense(normed_out)) and (logits_out is None or dense(logits_out)))
     key = (device, x.dtype, norm_weight.dtype, gate_weight.dtype, out_dtype, hidden, gate_weight.shape, is_dense,
            same_device(device, norm_weight, gate_weight, normed_out, logits_out),
@@ -140,11 +140,12 @@ def _kernel_max_rows(p: NormRouterProblem) -> int:
 
 
 # -- implementations -----------------------------------------------------------------------------
-def _cute_fused(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
-    import cute_kernels
+def _bind_fused(p: NormRouterProblem):
+    """``cute_kernels.norm_router_gemm``'s launcher, which checks only the outputs."""
+    from cute_kernels import ops
 
-    return cute_kernels.norm_router_gemm(x, norm_weight, gate_weight, eps, out_dtype=out_dtype,
-                                         normed_out=normed_out, logits_out=logits_out)
+    return ops.norm_router_gemm_launcher(p.x_dtype, p.norm_dtype, p.gate_dtype, p.out_dtype, p.hidden,
+                                         p.gate_shape[0], p.device, True)
 
 
 def _unfused(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
@@ -162,7 +163,7 @@ def _torch(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out):
 
 
 NORM_ROUTER = tiers.add_op(tiers.OpTiers("norm_router_gemm", [
-    tiers.Tier("cute-fused", _fused_eligible, _cute_fused, _kernel_max_rows),
+    tiers.Tier("cute-fused", _fused_eligible, max_rows=_kernel_max_rows, bind=_bind_fused),
     tiers.Tier("unfused", _unfused_eligible, _unfused),
     tiers.Tier("torch", lambda p: None, _torch),
 ], problem_of))

@@ -1,9 +1,10 @@
 """The public dispatched ops: same signatures and semantics as the ``cute_kernels`` ops, any device.
 
-Eagerly a call goes straight to the dispatcher (no custom-op boundary, a few hundred ns of its
-own); under torch.compile it becomes the custom op of ``dispatch.library``. ``out=`` works in
-both: compiled, the op allocates and the result is copied into ``out`` (the compiler owns the
-memory plan, so that costs one copy).
+Eagerly a call goes straight to the dispatcher (no custom-op boundary): the problem key, the plan,
+and for a CuTe tier the problem's launcher, which checks only the outputs (host cost per call:
+``perf/bench_host_overhead.py``); under torch.compile it becomes the custom op of
+``dispatch.library``. ``out=`` works in both: compiled, the op allocates and the result is copied
+into ``out`` (the compiler owns the memory plan, so that costs one copy).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ WEIGHT_DTYPES = (_BF16, _FP16, _FP32)  # fp16 weights: beyond the spec's bf16/fp
 OUT_DTYPES = (_FP32, _BF16)
 BIAS_DTYPES = (_BF16, _FP16, _FP32, torch.float64)
 MAX_HIDDEN = 65536
+MMA_MAX_HIDDEN = 32768  # = cute_kernels.ops.ROUTER_MMA_MAX_H: the tensor-core kernel's share of H must fit in smem
 MAX_ELEMENTS = 2**31 - 1  # the kernels index with 32-bit integers
 
 
@@ -65,8 +66,10 @@ def problem_key(x, weight, bias, out_dtype, out):
     device = x.device
     is_dense = (x.is_contiguous() and weight.is_contiguous() and not (x.data_ptr() | weight.data_ptr()) % 16
                 and (bias is None or bias.is_contiguous()) and (out is None or dense(out)))
+    # The common call (no bias, no out) compares one device and skips same_device's loop.
     key = (device, x.dtype, weight.dtype, None if bias is None else (bias.dtype, bias.shape), out_dtype,
-           hidden, weight.shape, is_dense, same_device(device, weight, bias, out))
+           hidden, weight.shape, is_dense,
+           weight.device == device and (bias is None and out is None or same_device(device, bias, out)))
     return key, m
 
 
@@ -124,6 +127,8 @@ def _mma_eligible(p: RouterProblem) -> str | None:
     if p.x_dtype != p.weight_dtype or p.x_dtype not in (_BF16, _FP16):
         return (f"needs x and weight both bfloat16 or both float16; got {dtype_name(p.x_dtype)} and "
                 f"{dtype_name(p.weight_dtype)}")
+    if p.hidden > MMA_MAX_HIDDEN:
+        return f"H={p.hidden} is over {MMA_MAX_HIDDEN} (a CTA's share of H must fit in shared memory)"
     return kernel_limits(p) or environment.cute_unavailable(p.device, "router_gemm")
 
 
@@ -152,16 +157,15 @@ def _kernel_max_rows(p: RouterProblem) -> int:
 
 
 # -- implementations -----------------------------------------------------------------------------
-def _cute_mma(x, weight, bias, out_dtype, out):
-    import cute_kernels
+def _cute(variant: str):
+    """The CuTe tier bound to a problem: ``cute_kernels.router_gemm``'s launcher, which checks
+    only ``out``; the problem holds the rest of what that op checks (``kernel_limits``)."""
+    def bind(p: RouterProblem):
+        from cute_kernels import ops
 
-    return cute_kernels.router_gemm(x, weight, bias, out_dtype=out_dtype, out=out, variant="mma")
-
-
-def _cute_dot(x, weight, bias, out_dtype, out):
-    import cute_kernels
-
-    return cute_kernels.router_gemm(x, weight, bias, out_dtype=out_dtype, out=out, variant="dot")
+        return ops.router_gemm_launcher(p.x_dtype, p.weight_dtype, None if p.bias is None else p.bias[0],
+                                        p.out_dtype, p.hidden, p.experts, variant, p.device, True)
+    return bind
 
 
 def _cublas(x, weight, bias, out_dtype, out):
@@ -180,8 +184,8 @@ def _always(p) -> None:
 
 
 ROUTER = tiers.add_op(tiers.OpTiers("router_gemm", [
-    tiers.Tier("cute-mma", _mma_eligible, _cute_mma, _kernel_max_rows),
-    tiers.Tier("cute-dot", _dot_eligible, _cute_dot, _kernel_max_rows),
+    tiers.Tier("cute-mma", _mma_eligible, max_rows=_kernel_max_rows, bind=_cute("mma")),
+    tiers.Tier("cute-dot", _dot_eligible, max_rows=_kernel_max_rows, bind=_cute("dot")),
     tiers.Tier("cublas", _cublas_eligible, _cublas),
     tiers.Tier("torch", _always, _torch),
 ], problem_of))

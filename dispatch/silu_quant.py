@@ -111,11 +111,12 @@ def _cute_max_rows(p: SiluQuantProblem) -> int:
     return MAX_ELEMENTS // max(p.width, 1)
 
 
-def _cute(x, group_size, scale_ub, ue8m0, scale_layout, out, scales):
-    import cute_kernels
+def _bind_cute(p: SiluQuantProblem):
+    """``cute_kernels.silu_mul_quant_fp8``'s launcher, which checks only ``out`` and ``scales``."""
+    from cute_kernels import ops
 
-    return cute_kernels.silu_mul_quant_fp8(x, group_size, scale_ub=scale_ub, ue8m0=ue8m0,
-                                           scale_layout=scale_layout, out=out, scales=scales)
+    return ops.silu_mul_quant_launcher(p.x_dtype, p.width // 2, p.group_size, bool(p.ue8m0), p.scale_ub is not None,
+                                       p.scale_layout, p.device, True)
 
 
 def _torch(x, group_size, scale_ub, ue8m0, scale_layout, out, scales):
@@ -134,6 +135,6 @@ def _torch(x, group_size, scale_ub, ue8m0, scale_layout, out, scales):
 
 
 SILU_QUANT = tiers.add_op(tiers.OpTiers("silu_mul_quant_fp8", [
-    tiers.Tier("cute", _cute_eligible, _cute, _cute_max_rows),
+    tiers.Tier("cute", _cute_eligible, max_rows=_cute_max_rows, bind=_bind_cute),
     tiers.Tier("torch", lambda p: None, _torch),
 ], problem_of))

@@ -3,8 +3,9 @@
 A *problem* is everything about a call except M (device, dtypes, sizes, options, whether the
 tensors are dense and 16-byte aligned); each op module defines its problem as a NamedTuple, so
 the hot path's plain key tuple and the problem compare and hash alike. A problem's *plan* is a
-tuple of ``(lo, hi, impl)`` rows: the first row with ``lo <= M <= hi`` runs. Plans are built once
-per problem (eligibility, tuning windows, forcing, warnings, logging) and are all the per-call
+tuple of ``(lo, hi, call, tier name)`` rows: the first row with ``lo <= M <= hi`` runs, as
+``call(M, *args)``. Plans are built once per problem (eligibility, tuning windows, forcing,
+warnings, logging, and each tier's implementation bound to the problem) and are all the per-call
 path ever reads.
 """
 
@@ -34,13 +35,28 @@ class Tier:
 
     ``eligible(problem)`` returns None when the tier can run the problem, else a one-line
     reason; it never sees M (plans are cached per problem). ``impl`` takes the op's positional
-    arguments (see ``register_tier``). ``max_rows(problem)``, if given, is the largest M the
-    implementation takes (32-bit indexing limits)."""
+    arguments (see ``register_tier``). Instead of ``impl`` a tier may give ``bind``:
+    ``bind(problem)`` returns the implementation for that one problem, called as
+    ``(M, *args)``, so it need not check again what the problem holds (the CuTe tiers launch
+    through it). ``max_rows(problem)``, if given, is the largest M the implementation takes
+    (32-bit indexing limits)."""
 
     name: str
     eligible: Callable
-    impl: Callable
+    impl: Callable | None = None
     max_rows: Callable | None = None
+    bind: Callable | None = None
+
+    def __post_init__(self):
+        if (self.impl is None) == (self.bind is None):
+            raise ValueError(f"tier {self.name!r}: give impl or bind")
+
+    def runner(self, problem) -> Callable:
+        """What a plan calls for ``problem``: ``(M, *args)`` -> the op's result."""
+        if self.bind is not None:
+            return self.bind(problem)
+        impl = self.impl
+        return lambda m, *args: impl(*args)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +143,7 @@ class OpTiers:
             _log(f"{self.name} {problem.describe(None)}: {_render(rows)}"
                  + (f" (forced by {forced[1]})" if forced else f" (tuning: {source})")
                  + "".join(f"; {v.tier.name} skipped: {v.reason}" for v in verdicts if v.reason))
-        plan = tuple((lo, hi, t.impl) for lo, hi, t in rows)
+        plan = tuple((lo, hi, t.runner(problem), t.name) for lo, hi, t in rows)
         self.plans[problem] = plan
         return plan
 
@@ -166,24 +182,24 @@ class OpTiers:
     def run(self, key, m: int, args: tuple, check_args: Callable, problem_type):
         """The eager path: the cached plan for ``key``, an integer compare on M, the tier.
         ``check_args(*args)`` runs only when a new problem's plan is built, to name bad arguments,
-        so a key holds every fact it checks that the tiers do not (e.g. all tensors on one device)."""
+        so a key holds every fact it checks that the tiers do not (e.g. all tensors on one device),
+        and every fact a bound tier relies on (the CuTe tiers check only their outputs)."""
         plan = self.plans.get(key)
         if plan is None:
             check_args(*args)
             plan = self.plan(problem_type(*key))
-        for lo, hi, impl in plan:
+        for lo, hi, call, name in plan:
             if lo <= m <= hi:
                 try:
-                    return impl(*args)
+                    return call(m, *args)
                 except environment.MISSING_KERNEL_ERRORS as e:
-                    self.kernel_missing(key, impl, e)
+                    self.kernel_missing(key, name, e)
                     return self.run(key, m, args, check_args, problem_type)
         raise self.no_tier(m)
 
-    def kernel_missing(self, problem, impl, error: Exception) -> None:
+    def kernel_missing(self, problem, name: str, error: Exception) -> None:
         """A CuTe tier had no compiled kernel (no DSL to build it, none ahead of time): the
         problem's plan is rebuilt without that tier, which warns once."""
-        name = next(t.name for t in self.tiers if t.impl is impl)
         self.missing[(problem, name)] = Unavailable(f"no compiled kernel and no CuTe DSL to build one ({error})")
         self.plans.pop(problem, None)
 

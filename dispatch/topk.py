@@ -2,8 +2,9 @@
 ``cute_kernels.reference.pack_topk``).
 
 The problem (``PackTopkProblem``): ``device``, ``ids_dtype``, ``weights_dtype``, ``k``, ``dense``
-(ids, weights and out contiguous; the kernel specialises on alignment itself) and ``same_device``
-(weights and out on ids' device: no plan is ever built without it); ``arch`` is the device's arch.
+(ids, weights and out contiguous; the kernel specialises on alignment itself), ``same_device``
+(weights and out on ids' device) and ``same_shape`` (weights of ids' shape); no plan is ever built
+without the last two. ``arch`` is the device's arch.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class PackTopkProblem(NamedTuple):
     k: int
     dense: bool
     same_device: bool = True
+    same_shape: bool = True
 
     @property
     def arch(self) -> str | None:
@@ -46,7 +48,8 @@ def problem_key(ids, weights, out):
     m, k = ids.shape
     device = ids.device
     is_dense = ids.is_contiguous() and weights.is_contiguous() and (out is None or out.is_contiguous())
-    return (device, ids.dtype, weights.dtype, k, is_dense, same_device(device, weights, out)), m
+    return (device, ids.dtype, weights.dtype, k, is_dense, same_device(device, weights, out),
+            weights.shape == (m, k)), m
 
 
 def check_args(ids, weights, out) -> None:
@@ -86,10 +89,11 @@ def _cute_max_rows(p: PackTopkProblem) -> int:
     return MAX_ELEMENTS // max(p.k, 1)
 
 
-def _cute(ids, weights, out):
-    import cute_kernels
+def _bind_cute(p: PackTopkProblem):
+    """``cute_kernels.pack_topk``'s launcher, which checks only ``out``."""
+    from cute_kernels import ops
 
-    return cute_kernels.pack_topk(ids, weights, out=out)
+    return ops.pack_topk_launcher(p.ids_dtype, p.weights_dtype, p.k, p.device, True)
 
 
 def _torch(ids, weights, out):
@@ -101,6 +105,6 @@ def _torch(ids, weights, out):
 
 
 PACK_TOPK = tiers.add_op(tiers.OpTiers("pack_topk", [
-    tiers.Tier("cute", _cute_eligible, _cute, _cute_max_rows),
+    tiers.Tier("cute", _cute_eligible, max_rows=_cute_max_rows, bind=_bind_cute),
     tiers.Tier("torch", lambda p: None, _torch),
 ], problem_of))

@@ -214,28 +214,14 @@ def pdl_chain(m: int, producer: str, replays: int, pairs: int = 64) -> float:
     return (graph(True) - graph(False)) / pairs * 1e3
 
 
-def eager_overhead() -> dict:
-    """Host cost per eager call at M = 1, DeepSeek-V3 shape (the decode case), beside torch's."""
-    import torch.nn.functional as F
-
-    import cute_kernels
-    import dispatch
-
-    x = torch.randn(1, 7168, dtype=torch.bfloat16, device="cuda")
-    w = torch.randn(256, 7168, dtype=torch.bfloat16, device="cuda") / 7168**0.5
-    calls = {"dispatch.router_gemm": lambda: dispatch.router_gemm(x, w),
-             "cute_kernels.router_gemm": lambda: cute_kernels.router_gemm(x, w),
-             "F.linear": lambda: F.linear(x, w),
-             "torch.mm(out_dtype=float32)": lambda: torch.mm(x, w.T, out_dtype=torch.float32)}
-    overhead = {name: round(timing.eager_overhead_us(call, ()), 2) for name, call in calls.items()}
-    print(f"eager overhead per call at M=1 (us): {overhead}", flush=True)
-    return overhead
-
-
 def extra_meta(pts, replays: int) -> dict:
-    """The eager host cost and, when the sweep covers DeepSeek-V3, the PDL chain (a failed
-    chain is left out)."""
-    meta = {"eager_overhead_us": eager_overhead()}
+    """The eager host cost at M = 1, DeepSeek-V3 shape (``bench_host_overhead``), and, when the
+    sweep covers DeepSeek-V3, the PDL chain (a failed chain is left out)."""
+    import bench_host_overhead
+
+    overhead = bench_host_overhead.router_overhead()
+    print(f"eager overhead per call at M=1 (us): {overhead}", flush=True)
+    meta = {"eager_overhead_us": overhead}
     if "deepseek-v3" not in {p["preset"] for p in pts}:
         return meta
     chain = {}

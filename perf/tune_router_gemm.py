@@ -7,6 +7,7 @@ Prints, per (preset, M), the configs sorted by time; the JSON keeps every measur
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import pathlib
@@ -27,17 +28,22 @@ def candidates(preset, m: int):
     names = ("bfloat16", preset.gate_dtype)
     out = preset.logits_dtype
     bias = preset.gate_dtype if preset.gate_bias else None
-    variants = ["dot"] + (["mma"] if ops.router_gemm_variant(*names, 1 << 30) == "mma" else [])
+    variants = ["dot"] + (["mma"] if ops.mma_dtypes(*names) else [])
     for variant in variants:
-        tiles = (16, 32, 64) if variant == "mma" else (4, 8, 16, 32)
-        m_tiles = sorted({ops.router_m_tile(variant, m), *((8, 16, 32, 64) if variant == "mma" else (1, 2, 4, 8))})
-        for e_tile, m_tile, split_k in itertools.product(tiles, m_tiles, (1, 2, 4, 8)):
-            if m_tile < ops.router_m_tile(variant, m) // 2 or m_tile > ops.router_m_tile(variant, m):
-                continue  # only the bucket's tile and the next smaller one
-            probe = RouterGemm(*names, out, bias, variant, e_tile, m_tile, split_k, 1, True)
+        m_tile = ops.router_m_tile(variant, m)
+        if variant == "mma":
+            grid = itertools.product((16, 32, 64), (m_tile, max(8, m_tile // 2)), (1, 2, 4, 8), (4,))
+        else:
+            grid = itertools.product((1, 2, 3, 4, 8, 16), (m_tile,), (1, 2, 4), (ops.DOT_WARPS, 4))
+        for e_tile, tile, split_k, warps in dict.fromkeys(grid):
+            if variant == "dot" and e_tile * tile > ops.DOT_MAX_ACC:
+                continue
+            probe = RouterGemm(*names, out, bias, variant, e_tile, tile, split_k, 1, True, warps)
+            if split_k > -(-preset.hidden_size // probe.k_tile):
+                continue
             stages = ops.router_stages(probe, preset.hidden_size)
-            if stages >= 2:
-                yield RouterGemm(*names, out, bias, variant, e_tile, m_tile, split_k, stages, True)
+            if stages:
+                yield dataclasses.replace(probe, stages=stages)
 
 
 def main() -> int:
@@ -61,7 +67,8 @@ def main() -> int:
             m = point["M"]
             pick = ops.router_gemm_kernel("bfloat16", preset.gate_dtype, preset.logits_dtype,
                                           preset.gate_dtype if preset.gate_bias else None, m, preset.hidden_size,
-                                          preset.num_experts, ops.router_gemm_variant("bfloat16", preset.gate_dtype, m),
+                                          preset.num_experts,
+                                          ops.router_gemm_variant("bfloat16", preset.gate_dtype, m, preset.hidden_size),
                                           True)
             timed = []
             for cfg in candidates(preset, m):
@@ -81,7 +88,7 @@ def main() -> int:
             for cold, hot, cfg in timed[:args.top]:
                 mark = "*" if cfg == pick else " "
                 print(f"  {mark} cold {cold:6.2f} hot {hot:6.2f}  {cfg.variant} e{cfg.e_tile} m{cfg.m_tile} "
-                      f"s{cfg.split_k} st{cfg.stages}", flush=True)
+                      f"s{cfg.split_k} w{cfg.consumer_warps} st{cfg.stages}", flush=True)
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     return 0

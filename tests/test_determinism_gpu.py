@@ -52,7 +52,9 @@ def split(m, variant, split_k):
     """The heuristic's bf16 specialisation for M, with H split ``split_k`` ways instead."""
     kernel = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, H, E, variant, True)
     probe = dataclasses.replace(kernel, split_k=split_k, stages=1)
-    return dataclasses.replace(probe, stages=max(2, ops.router_stages(probe, H)))
+    stages = ops.router_stages(probe, H)
+    assert stages, "the split share must fit in shared memory"
+    return dataclasses.replace(probe, stages=stages)
 
 
 def norm(n, m, x_dtype=BF16, norm_dtype=BF16, gate_dtype=BF16, out_dtype=FP32):
@@ -77,7 +79,7 @@ VARIANTS = [
     (R, "dot, M = 1", lambda n: router(n, 1, variant="dot")),
     (R, "dot, M = 4, split_k = 2", lambda n: router(n, 4, config=split(4, "dot", 2))),
     (R, "mma, M = 16", lambda n: router(n, 16, variant="mma")),
-    (R, "mma, M = 64, split_k = 4", lambda n: router(n, 64, config=split(64, "mma", 4))),
+    (R, "mma, M = 16, split_k = 4", lambda n: router(n, 16, config=split(16, "mma", 4))),
     (R, "dot, bf16 bias, bf16 out", lambda n: router(n, 3, bias=BF16, out_dtype=BF16, variant="dot")),
     (R, "mma, fp32 bias, bf16 out", lambda n: router(n, 32, bias=FP32, out_dtype=BF16, variant="mma")),
     (R, "fp32 weights", lambda n: router(n, 5, w_dtype=FP32)),

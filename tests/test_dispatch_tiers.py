@@ -1,9 +1,11 @@
 """Tier selection, reasons, forcing, explain, logging and pluggable tiers, on CPU.
 
 A GPU is simulated: ``dispatch.environment.device_arch`` is replaced (the dispatcher's only
-source of the arch) and the ``cute_kernels`` ops are replaced by recorders that compute the spec,
-so the whole eager and compiled call path runs here. Problems on a "cuda" device are built
-directly (they are NamedTuples) to reach the cuBLAS tier, which needs real CUDA tensors to run.
+source of the arch), and so are the compiled functions (recorders that compute the spec into
+the outputs they are given), the SM count and the current device, so the whole eager and
+compiled call path runs here, the CuTe tiers' launchers included. Problems on a "cuda" device
+are built directly (they are NamedTuples) to reach the cuBLAS tier, which needs real CUDA
+tensors to run.
 """
 
 import itertools
@@ -15,7 +17,11 @@ import torch
 
 import cute_kernels
 import dispatch
+from cute_kernels import bridge, ops
 from cute_kernels import reference as spec
+from cute_kernels.compile import default_cache
+from cute_kernels.kernels.router_gemm import NormRouterGemm, RouterGemm
+from cute_kernels.kernels.silu_mul_quant import SiluMulQuantFp8
 from dispatch import environment, norm_router, router, silu_quant, tiers, topk, tuning
 
 pytestmark = pytest.mark.filterwarnings("ignore:cute_kernels dispatch:RuntimeWarning")
@@ -34,32 +40,58 @@ def fresh_decisions(monkeypatch):
     dispatch.clear_cache()
 
 
+REAL_COMPILED = bridge.compiled  # the real lookup, which the ``calls`` fixture replaces
+
+
+def spec_kernel(kernel, args):
+    """What the compiled ``kernel`` computes for ``args`` (its launch arguments), written into the
+    outputs there; returns ``(op, variant or None, M)``."""
+    if isinstance(kernel, NormRouterGemm):
+        x, gate_weight, norm_weight, logits, normed, eps = args
+        want_normed, want_logits = spec.rmsnorm_router_gemm(x, norm_weight.view(-1), gate_weight, eps, logits.dtype)
+        normed.copy_(want_normed), logits.copy_(want_logits)
+        return "norm_router_gemm", None, x.shape[0]
+    if isinstance(kernel, RouterGemm):
+        x, weight, bias, out = args
+        out.copy_(spec.router_gemm(x, weight, bias if kernel.bias_dtype else None, out.dtype))
+        return "router_gemm", kernel.variant, x.shape[0]
+    if isinstance(kernel, SiluMulQuantFp8):
+        x, out, scales, ub = args
+        q, s = spec.silu_mul_quant_fp8(x, kernel.group_size, ub if kernel.has_scale_ub else None, kernel.ue8m0,
+                                       kernel.scale_layout)
+        out.copy_(q), scales.copy_(s)
+        return "silu_mul_quant_fp8", None, x.shape[0]
+    ids, weights, out = args
+    out.copy_(spec.pack_topk(ids, weights))
+    return "pack_topk", None, ids.shape[0]
+
+
+class Launches(list):
+    """``(op, variant or None, M)`` per kernel launched; ``raw`` holds each ``(kernel, arguments)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.raw = []
+
+
 @pytest.fixture
 def calls(monkeypatch):
-    """Stands in for the CuTe ops; each records ``(op, variant or None, M)`` and returns the spec."""
-    log = []
+    """The CuTe kernels launched. Compiled functions are recorders that compute the spec; the
+    launchers reach them through their real per-call path (CPU tensors: no current device)."""
+    log = Launches()
 
-    def router_gemm(x, weight, bias=None, *, out_dtype=FP32, out=None, pdl=True, variant=None):
-        log.append(("router_gemm", variant, x.shape[0]))
-        return spec.router_gemm(x, weight, bias, out_dtype)
+    def compiled(kernel, device):
+        def fn(*args):
+            log.raw.append((kernel, args))
+            log.append(spec_kernel(kernel, args))
+        return fn
 
-    def norm_router_gemm(x, norm_weight, gate_weight, eps=1e-6, *, out_dtype=FP32, normed_out=None,
-                         logits_out=None):
-        log.append(("norm_router_gemm", None, x.shape[0]))
-        return spec.rmsnorm_router_gemm(x, norm_weight, gate_weight, eps, out_dtype)
-
-    def silu_mul_quant_fp8(x, group_size=128, *, scale_ub=None, ue8m0=False, scale_layout="row", out=None,
-                           scales=None, pdl=True):
-        log.append(("silu_mul_quant_fp8", None, x.shape[0]))
-        return spec.silu_mul_quant_fp8(x, group_size, scale_ub, ue8m0, scale_layout)
-
-    def pack_topk(ids, weights, *, out=None, pdl=True):
-        log.append(("pack_topk", None, ids.shape[0]))
-        return spec.pack_topk(ids, weights)
-
-    for fn in (router_gemm, norm_router_gemm, silu_mul_quant_fp8, pack_topk):
-        monkeypatch.setattr(cute_kernels, fn.__name__, fn, raising=False)
-    return log
+    monkeypatch.setattr(bridge, "compiled", compiled)
+    monkeypatch.setattr(bridge, "current_device", lambda: None)
+    monkeypatch.setattr(ops, "_num_sms", lambda index: ops.H100_SMS)
+    default_cache().clear_memory()  # no launcher keeps a function across tests
+    yield log
+    default_cache().clear_memory()
 
 
 def simulate(monkeypatch, arch):
@@ -144,13 +176,16 @@ def test_router_windows_and_reasons_in_explain(monkeypatch, calls):
 
 def test_router_kernel_row_limit(monkeypatch, calls):
     simulate(monkeypatch, "sm_90a")
-    p = router_problem(FP16, FP16, 65536, 8)
-    limit = (2**31 - 1) // 65536
+    h = router.MMA_MAX_HIDDEN
+    p = router_problem(FP16, FP16, h, 8)
+    limit = (2**31 - 1) // h
     assert router.ROUTER.explain(p, limit).tier == "cute-mma"
     over = router.ROUTER.explain(p, limit + 1)
     assert over.tier == "cublas" and f"over its limit of {limit} rows" in dict(over.steps)["cute-mma"]
-    assert "H=65544 is over 65536" in dict(router.ROUTER.explain(router_problem(FP16, FP16, 65544), 1).steps)[
-        "cute-mma"]
+    wide = dict(router.ROUTER.explain(router_problem(BF16, BF16, h + 8), 1).steps)
+    assert f"H={h + 8} is over {h}" in wide["cute-mma"] and wide["cute-dot"] == "runs"
+    assert "H=65544 is over 65536" in dict(router.ROUTER.explain(router_problem(BF16, BF16, 65544), 1).steps)[
+        "cute-dot"]
 
 
 def test_missing_kernel_is_reported_not_built(monkeypatch, calls):
@@ -368,15 +403,15 @@ def test_a_missing_compiled_kernel_degrades_to_the_next_tier(monkeypatch, calls,
     """Without the DSL, a kernel absent from the ahead-of-time directory: warn once, fall back."""
     simulate(monkeypatch, "sm_90a")
     monkeypatch.setattr(environment, "MISSING_KERNEL_ERRORS", (FakeKernelUnavailable,))
-    tried = []
+    tried, compiled = [], bridge.compiled
 
-    def no_dot_kernel(x, weight, bias=None, *, out_dtype=FP32, out=None, pdl=True, variant=None):
-        tried.append(variant)
-        if variant == "dot":
+    def no_dot_kernel(kernel, device):
+        tried.append(kernel.variant)
+        if kernel.variant == "dot":
             raise FakeKernelUnavailable("RouterGemm[dot] is in no AOT directory")
-        return spec.router_gemm(x, weight, bias, out_dtype)
+        return compiled(kernel, device)
 
-    monkeypatch.setattr(cute_kernels, "router_gemm", no_dot_kernel)
+    monkeypatch.setattr(bridge, "compiled", no_dot_kernel)
     w = torch.randn(8, 64, generator=gen).to(BF16)
     x = torch.randn(2, 64, generator=gen).to(BF16)
     with pytest.warns(RuntimeWarning, match="no compiled kernel and no CuTe DSL to build one") as record:
@@ -430,3 +465,147 @@ def test_degenerate_router_sizes_run_on_torch(monkeypatch, calls, gen):
         assert dispatch.explain("router_gemm", x, w).tier == "torch"
         assert torch.equal(dispatch.router_gemm(x, w), torch.zeros(3, e))
     assert calls == []
+
+
+# -- the CuTe tiers' per-call path ---------------------------------------------------------------
+def offset(t, elems=1):
+    """Same values one element into a buffer: the data pointer loses its 16-byte alignment."""
+    return t.new_empty(t.numel() + elems)[elems:].view(t.shape).copy_(t)
+
+
+def strided(t):
+    """Same values in every other element of a buffer (not contiguous)."""
+    return t.new_empty(*t.shape[:-1], 2 * t.shape[-1])[..., ::2].copy_(t)
+
+
+def test_router_fast_path_checks_what_a_call_can_change(monkeypatch, calls, gen):
+    """After a problem's plan is cached, each call still checks what the key leaves open: a call
+    that breaks the kernel's needs falls back or raises naming the argument, never launches."""
+    simulate(monkeypatch, "sm_90a")
+    x, w = torch.randn(3, 64, generator=gen).to(BF16), torch.randn(8, 64, generator=gen).to(BF16)
+    got = dispatch.router_gemm(x, w)  # caches the plan
+    assert torch.equal(got, spec.router_gemm(x, w)) and calls == [("router_gemm", "dot", 3)]
+    (kernel, (lx, lw, unread, lout)), = calls.raw
+    assert lx is x and lw is w and lout is got and kernel.bias_dtype is None and unread.shape == (1,)
+    for bad_x in (offset(x), x.t().contiguous().t(), strided(x)):
+        torch.testing.assert_close(dispatch.router_gemm(bad_x, w), spec.router_gemm(x, w))  # the torch tier
+    assert len(calls.raw) == 1
+    out = torch.empty(3, 8)
+    assert dispatch.router_gemm(x, w, out=out) is out and torch.equal(out, spec.router_gemm(x, w))
+    assert calls.raw[-1][1][3] is out
+    for bad_out, error in ((torch.empty(3, 9), ValueError), (torch.empty(2, 8), ValueError),
+                           (torch.empty(3, 8, dtype=BF16), TypeError),
+                           (x.view(-1).view(FP32)[:24].view(3, 8), ValueError)):  # out overlaps x
+        with pytest.raises(error, match=r"\bout\b"):
+            dispatch.router_gemm(x, w, out=bad_out)
+    with pytest.raises(ValueError, match=r"\bweight\b"):
+        dispatch.router_gemm(x, w.to("meta"))
+    with pytest.raises(ValueError, match=r"\bout\b"):
+        dispatch.router_gemm(x, w, out=torch.empty(3, 8, device="meta"))
+    bias = torch.randn(8, generator=gen)
+    assert torch.equal(dispatch.router_gemm(x, w, bias), spec.router_gemm(x, w, bias))
+    assert calls.raw[-1][1][2] is bias and calls.raw[-1][0].bias_dtype == "float32"
+    n = len(calls.raw)
+    torch.testing.assert_close(dispatch.router_gemm(x, w, strided(bias)), spec.router_gemm(x, w, bias))
+    assert len(calls.raw) == n  # a strided bias is not dense: the torch tier ran
+
+
+def test_other_fast_paths_check_what_a_call_can_change(monkeypatch, calls, gen):
+    simulate(monkeypatch, "sm_90a")
+    ids, wts = torch.randint(0, 64, (5, 8), generator=gen), torch.rand(5, 8, generator=gen)
+    assert torch.equal(dispatch.pack_topk(ids, wts), spec.pack_topk(ids, wts))
+    assert calls.raw[-1][0].vec == 8  # 16-byte aligned int64 ids: 8 per thread
+    assert torch.equal(dispatch.pack_topk(ids, offset(wts)), spec.pack_topk(ids, wts))
+    assert calls.raw[-1][0].vec == 1  # a 4-byte aligned pointer: no wider access
+    with pytest.raises(ValueError, match=r"\bweights\b"):
+        dispatch.pack_topk(ids, wts[:4])
+    with pytest.raises(ValueError, match=r"\bout\b"):
+        dispatch.pack_topk(ids, wts, out=torch.empty(5, 8, dtype=torch.int32)[:4])
+    assert len(calls.raw) == 2
+
+    x, nw, g = torch.randn(2, 64, generator=gen).to(BF16), torch.rand(64, generator=gen) + 0.5, \
+        torch.randn(8, 64, generator=gen).to(BF16)
+    normed, logits = dispatch.norm_router_gemm(x, nw, g)
+    assert calls[-1] == ("norm_router_gemm", None, 2)
+    want = spec.rmsnorm_router_gemm(x, nw, g)
+    assert torch.equal(normed, want[0]) and torch.equal(logits, want[1])
+    got = dispatch.norm_router_gemm(x, offset(nw), g)  # TMA cannot load a misaligned norm weight
+    assert calls[-1] == ("norm_router_gemm", None, 2) and len(calls.raw) == 3
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match=r"\bnormed_out\b"):
+        dispatch.norm_router_gemm(x, nw, g, normed_out=torch.empty(2, 63, dtype=BF16))
+    with pytest.raises(ValueError, match=r"\blogits_out\b"):
+        dispatch.norm_router_gemm(x, nw, g, logits_out=g.view(FP32)[:2])
+
+    xs = torch.randn(4, 256, generator=gen).to(BF16)
+    q, sc = dispatch.silu_mul_quant_fp8(xs, 64, scale_layout="col")
+    assert calls[-1] == ("silu_mul_quant_fp8", None, 4) and sc.stride() == (1, 4)
+    want = spec.silu_mul_quant_fp8(xs, 64, scale_layout="col")
+    assert torch.equal(q.view(torch.uint8), want[0].view(torch.uint8)) and torch.equal(sc, want[1])
+    with pytest.raises(ValueError, match=r"\bscales\b"):
+        dispatch.silu_mul_quant_fp8(xs, 64, scale_layout="col", scales=torch.empty(3, 4).t())  # [4, 3]
+    with pytest.raises(TypeError, match=r"\bout\b"):
+        dispatch.silu_mul_quant_fp8(xs, 64, scale_layout="col", out=torch.empty(4, 128, dtype=BF16))
+    assert len(calls.raw) == 4
+
+
+def test_a_launch_makes_the_tensors_device_current(monkeypatch, calls, gen):
+    simulate(monkeypatch, "sm_90a")
+    entered = []
+
+    class Device:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            entered.append(None)
+
+    monkeypatch.setattr(bridge, "current_device", lambda: 1)  # another device than the tensors'
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    x, w = torch.randn(2, 64, generator=gen).to(BF16), torch.randn(8, 64, generator=gen).to(BF16)
+    dispatch.router_gemm(x, w)
+    assert entered == [x.device, None] and len(calls.raw) == 1
+
+
+def test_a_capture_never_loads_a_kernel(monkeypatch, calls, gen):
+    """Warmed up, a capture launches from the launcher's map; a new M under capture would need a
+    load, which is refused."""
+    simulate(monkeypatch, "sm_90a")
+    x, w = torch.randn(2, 64, generator=gen).to(BF16), torch.randn(8, 64, generator=gen).to(BF16)
+    dispatch.router_gemm(x, w)  # warm: M = 2's function is kept
+    monkeypatch.setattr(bridge, "compiled", REAL_COMPILED)
+    monkeypatch.setattr(bridge, "device_arch", lambda index: "sm_90a")
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    dispatch.router_gemm(x, w)
+    assert calls == [("router_gemm", "dot", 2)] * 2
+    with pytest.raises(RuntimeError, match="not loaded yet and a CUDA graph is being captured"):
+        dispatch.router_gemm(x[:1], w)
+
+
+def test_a_launcher_keeps_a_bounded_map(monkeypatch):
+    looked_up = []
+
+    def compiled(kernel, device):
+        looked_up.append(kernel)
+        return lambda *args: args[0].append(kernel)
+
+    monkeypatch.setattr(bridge, "compiled", compiled)
+    monkeypatch.setattr(bridge, "current_device", lambda: None)
+    launcher = bridge.Launcher(lambda key: ("kernel", key), torch.device("cpu"))
+    limit, ran = bridge.Launcher.MAX_KEYS, []
+    for key in range(limit):
+        launcher.launch(key, ran)
+        launcher.launch(key, ran)  # kept: no second lookup
+    assert ran == [("kernel", k) for k in range(limit) for _ in range(2)]
+    assert looked_up == [("kernel", k) for k in range(limit)] and len(launcher.functions) == limit
+    for key in range(limit, 3 * limit):
+        launcher.launch(key, ran)
+        assert len(launcher.functions) <= limit
+    assert ran[-1] == ("kernel", 3 * limit - 1)
+    launcher.launch(0, ran)  # dropped when the map started over: looked up again
+    assert looked_up[-1] == ("kernel", 0) and ran[-1] == ("kernel", 0)
+    default_cache().clear_memory()
+    assert launcher.functions == {}

@@ -36,6 +36,19 @@ def test_timing_needs_a_gpu(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
+def test_host_overhead_benchmark_without_gpu(monkeypatch, capsys):
+    import bench_host_overhead
+
+    with pytest.raises(SystemExit):
+        bench_host_overhead.parse_args([])  # --out is required
+    assert bench_host_overhead.main(["--out", "unused"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    # The router sweep records the same figures (no second copy of the calls).
+    monkeypatch.setattr(bench_host_overhead, "router_overhead", lambda: {"dispatch.router_gemm": 9.0})
+    pts = sweep.OPS["router_gemm"].points(["minimax-m2"], sizes=[1])
+    assert sweep.OPS["router_gemm"].extra_meta(pts, 20) == {"eager_overhead_us": {"dispatch.router_gemm": 9.0}}
+
+
 def test_dry_run_plans_each_op(monkeypatch, capsys):
     monkeypatch.setattr(environment, "device_arch", lambda device: "sm_90a")
     assert sweep.main(["--op", "all", "--quick", "--dry-run"]) == 0

@@ -1,20 +1,28 @@
 """Router GEMM: logits[M, E] = x[M, H] @ W[E, H]^T (+ bias), fp32 accumulation.
 
 M is small (tokens in flight), so the kernel is a weight stream: every byte of W is read once and
-used M times. The grid tiles (experts, tokens) and splits H across the CTAs of a thread-block
-cluster, so even E = 256 gives ~128 CTAs each streaming ~28 KB:
+used M times. The grid tiles (experts, tokens), a few experts per CTA (E = 256 at 2 per CTA: 128
+CTAs each streaming 28 KB), and splits H across the CTAs of a thread-block cluster where a CTA's
+share would not fit in shared memory or the tiles are too few (the mma variant's 16-expert tiles):
 
-- One producer warp fills a ring of shared-memory stages with TMA tile copies: a [e_tile, k_tile]
-  slice of W and the matching [m_tile, k_tile] slice of x per stage, each stage guarded by a
-  full/empty mbarrier pair. W does not depend on the previous kernel, so with PDL the first
-  ``stages`` W tiles are requested before ``griddepcontrol.wait``; only the x tiles wait.
+- One producer warp requests the CTA's whole share of H at once with TMA tile copies: one
+  shared-memory stage per k tile, holding a [e_tile, k_tile] slice of W and the matching
+  [m_tile, k_tile] slice of x, guarded by its own mbarrier. Stages are never reused: a ring that
+  wrapped (refilling a stage once its consumers released it) gave wrong sums on the H100 for
+  some configs, a race not yet understood, so configs whose share does not fit are refused
+  (the host picks a smaller token tile or a cluster split instead). W does not depend on the
+  previous kernel, so with PDL every W tile is requested before ``griddepcontrol.wait``; only
+  the x tiles wait.
 - Consumer warps turn each stage into partial sums, by one of two variants:
-  ``dot``: CUDA-core dot products in fp32 (any dtype pair, fp32 weights stay fp32); warps own
-  experts, lanes own 16-byte column chunks, a butterfly sums the lanes.
+  ``dot``: CUDA-core dot products in fp32 (any dtype pair, fp32 weights stay fp32); warps take
+  whole k tiles in turn (warp w: tiles w, w + W, ...) for every expert and token of the CTA, so
+  a CTA's tiles are consumed W at a time, lanes own 16-byte column chunks, a butterfly sums the
+  lanes.
   ``mma``: tensor cores (mma.sync m16n8k16, bf16/fp16 in, fp32 accumulate) with experts as the
   MMA's M dimension (swap-AB) so one token still fills an 8-wide N; warps own 32-column chunks.
-- The CTAs of a cluster reduce their partial tiles through distributed shared memory in a fixed
-  order (no atomics: bitwise-deterministic), add the bias, round once and store.
+- Each warp leaves one partial tile; the warps' tiles are summed in shared memory.
+- The CTAs of a cluster (split_k > 1) reduce their partial tiles through distributed shared
+  memory in a fixed order (no atomics: bitwise-deterministic), add the bias, round once and store.
 
 Out-of-range rows/columns (partial E, M or H tiles) arrive as zeros from TMA, so only the final
 store is masked. H must be a multiple of 8 (TMA needs 16-byte row strides).
@@ -44,7 +52,7 @@ class RouterGemm:
     e_tile: int  # experts per CTA
     m_tile: int  # tokens per CTA
     split_k: int  # CTAs per cluster, each taking 1/split_k of H
-    stages: int  # shared-memory ring depth
+    stages: int  # shared-memory stages: at least the k tiles of one CTA's share of H
     pdl: bool
     consumer_warps: int = 4
 
@@ -56,10 +64,8 @@ class RouterGemm:
                 raise ValueError("the mma variant needs x and weight both bfloat16 or both float16")
             if self.e_tile % 16 or self.m_tile % 8:
                 raise ValueError("the mma variant tiles experts by 16 and tokens by 8")
-        elif self.e_tile % self.consumer_warps:
-            raise ValueError("the dot variant gives each consumer warp the same number of experts")
-        if self.e_tile % 4:
-            raise ValueError("e_tile must be a multiple of 4 (the epilogue moves 4-float vectors)")
+        if self.e_tile < 1 or self.consumer_warps < 1:
+            raise ValueError("e_tile and consumer_warps must be >= 1")
         if not 1 <= self.split_k <= 8:
             raise ValueError("split_k is a portable cluster size: 1 to 8")
 
@@ -80,8 +86,20 @@ class RouterGemm:
 
     @property
     def red_slices(self) -> int:
-        """Partial tiles per CTA: the mma warps each cover every (token, expert) of the tile."""
-        return self.consumer_warps if self.variant == "mma" else 1
+        """Partial tiles per CTA: each consumer warp covers every (token, expert) of the tile."""
+        return self.consumer_warps
+
+    @property
+    def red_vec(self) -> int:
+        """fp32 values the epilogue moves per access: the widest of 4, 2, 1 dividing e_tile."""
+        return 4 if self.e_tile % 4 == 0 else 2 if self.e_tile % 2 == 0 else 1
+
+    def k_tiles_per_cta(self, h: int) -> int:
+        return -(-(-(-h // self.k_tile)) // self.split_k)
+
+    def holds_share(self, h: int) -> bool:
+        """Every k tile of a CTA's share of H has its own stage (the kernel never reuses one)."""
+        return self.stages >= self.k_tiles_per_cta(h)
 
     @property
     def w_tile_bytes(self) -> int:
@@ -94,18 +112,18 @@ class RouterGemm:
 
     @property
     def x_slots(self) -> int:
-        """Shared-memory slots for x tiles: x rides the ring with W here."""
+        """Shared-memory slots for x tiles: x shares each stage with W here."""
         return self.stages
 
     @property
     def stage_bytes(self) -> int:
-        """Bytes one ring stage's full barrier expects by TMA: a W tile and an x tile."""
+        """Bytes one stage's barrier expects by TMA: a W tile and an x tile."""
         return self.w_tile_bytes + self.x_tile_bytes
 
     @property
     def smem_per_stage(self) -> int:
-        """Shared memory per ring stage: its TMA tiles and its full and empty mbarriers."""
-        return self.stage_bytes + 2 * 8
+        """Shared memory per stage: its TMA tiles and its mbarrier."""
+        return self.stage_bytes + 8
 
     @property
     def red_bytes(self) -> int:
@@ -155,13 +173,9 @@ class RouterGemm:
                bias: cute.Tensor, out: cute.Tensor):
         self.run_cta(tma_w_atom, mw, tma_x_atom, mx, bias, out, None)
 
-    def x_slot(self, i, s):
-        """The shared-memory slot of k tile ``i`` (ring stage ``s``) for x-side operands."""
-        return s
-
     @cute.jit
     def run_cta(self, tma_w_atom, mw, tma_x_atom, mx, bias, out, norm):
-        """One CTA: set up the ring, produce or consume, reduce and store. ``norm`` carries the
+        """One CTA: set up the stages, produce or consume, reduce and store. ``norm`` carries the
         RMSNorm operands of ``NormRouterGemm`` (None here)."""
         tidx, _, _ = cute.arch.thread_idx()
         bidx, bidy, _ = cute.arch.block_idx()
@@ -193,26 +207,24 @@ class RouterGemm:
             (self.red_slices, self.m_tile, self.e_tile),
             stride=(self.m_tile * self.e_tile, self.e_tile, 1)), 16)
         full = smem.allocate_array(cutlass.Int64, stages, byte_alignment=8)
-        empty = smem.allocate_array(cutlass.Int64, stages, byte_alignment=8)
 
         if warp == 0:
             with cute.arch.elect_one():
                 for s in cutlass.range_constexpr(stages):
                     cute.arch.mbarrier_init(full + s, 1)
-                    cute.arch.mbarrier_init(empty + s, self.consumer_warps)
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
 
         if warp == self.consumer_warps:
-            self.produce(tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, empty, e_blk, bidy, k_begin, k_count, norm)
+            self.produce(tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, e_blk, bidy, k_begin, k_count, norm)
         else:
             if cutlass.const_expr(self.pdl):
                 cute.arch.griddepcontrol_wait()
                 cute.arch.griddepcontrol_launch_dependents()
             if cutlass.const_expr(self.variant == "mma"):
-                self.consume_mma(s_w, s_x, red, full, empty, warp, lane, k_count, norm)
+                self.consume_mma(s_w, s_x, red, full, warp, lane, k_count, norm)
             else:
-                self.consume_dot(s_w, s_x, red, full, empty, warp, lane, k_count, norm)
+                self.consume_dot(s_w, s_x, red, full, warp, lane, k_count, norm)
 
         self.reduce_and_store(red, bias, out, e_blk, bidy, rank, tidx, h, norm)
         if cutlass.const_expr(norm is not None):
@@ -223,8 +235,8 @@ class RouterGemm:
             cute.arch.cluster_wait()
 
     @cute.jit
-    def produce(self, tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, empty, e_blk, m_blk, k_begin, k_count, norm):
-        k_tile, stages = self.k_tile, self.stages
+    def produce(self, tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, e_blk, m_blk, k_begin, k_count, norm):
+        k_tile = self.k_tile
         g_w = cute.local_tile(mw, (self.e_tile, k_tile), (e_blk, None))  # (e_tile, k_tile, n_k)
         g_x = cute.local_tile(mx, (self.m_tile, k_tile), (m_blk, None))
         t_sw, t_gw = cpasync.tma_partition(tma_w_atom, 0, cute.make_layout(1),
@@ -240,7 +252,7 @@ class RouterGemm:
         stage_bytes = self.stage_bytes
         cpasync.prefetch_descriptor(tma_w_atom)
         cpasync.prefetch_descriptor(tma_x_atom)
-        first = cutlass.min(k_count, stages)
+        first = cutlass.min(k_count, self.stages)  # == k_count: the host checks holds_share
         # Weights first: they do not depend on the previous kernel, so with PDL they stream
         # while it finishes. Each stage's barrier expects all of its k tile's bytes together.
         for i in cutlass.range(first, unroll=1):
@@ -254,42 +266,23 @@ class RouterGemm:
             cute.arch.griddepcontrol_launch_dependents()
         for i in cutlass.range(first, unroll=1):
             cute.copy(tma_x_atom, t_gx[(None, k_begin + i)], t_sx[(None, i)], tma_bar_ptr=full + i)
-        for i in cutlass.range(stages, k_count, unroll=1):
-            s = i % stages
-            xs = self.x_slot(i, s)
-            cute.arch.mbarrier_wait(empty + s, (i // stages - 1) % 2)
-            with cute.arch.elect_one():
-                cute.arch.mbarrier_arrive_and_expect_tx(full + s, stage_bytes)
-            cute.copy(tma_w_atom, t_gw[(None, k_begin + i)], t_sw[(None, s)], tma_bar_ptr=full + s)
-            cute.copy(tma_x_atom, t_gx[(None, k_begin + i)], t_sx[(None, xs)], tma_bar_ptr=full + s)
-            if cutlass.const_expr(norm is not None):
-                cute.copy(norm.tma_atom, t_gn[(None, k_begin + i)], t_sn[(None, xs)], tma_bar_ptr=full + s)
 
     @cute.jit
-    def release(self, empty, s, lane):
-        cute.arch.sync_warp()
-        if lane == 0:
-            cute.arch.mbarrier_arrive(empty + s)
-
-    @cute.jit
-    def consume_dot(self, s_w, s_x, red, full, empty, warp, lane, k_count, norm):
-        """Warp w owns experts [w * epw, (w + 1) * epw) of the tile; lane l owns columns
-        [l * vec, (l + 1) * vec) of every stage. acc[m, j] sums x[m, :] * W[e_j, :] over them.
-        With ``norm``, x is first multiplied by the norm weight, and every warp also sums x^2
-        per row (warp 0 publishes it); 1 / rms is applied in the epilogue."""
-        vec, stages = self.w_vec, self.stages
-        epw = self.e_tile // self.consumer_warps
-        n_acc = self.m_tile * epw
-        acc = cute.make_rmem_tensor(cute.make_layout(n_acc), Float32)
+    def consume_dot(self, s_w, s_x, red, full, warp, lane, k_count, norm):
+        """Warp w takes k tiles w, w + W, w + 2W, ... (W consumer warps) of this CTA's share;
+        lane l owns columns [l * vec, (l + 1) * vec) of each. acc[m, j] sums x[m, :] * W[e_j, :]
+        over the warp's columns; the epilogue sums the warps. With ``norm``, x is first
+        multiplied by the norm weight, and each warp also sums x^2 per row over its columns."""
+        vec = self.w_vec
+        acc = cute.make_rmem_tensor(cute.make_layout((self.m_tile, self.e_tile), stride=(self.e_tile, 1)), Float32)
         acc.fill(0.0)
         sq = cute.make_rmem_tensor(cute.make_layout(self.m_tile), Float32)
         sq.fill(0.0)
         xv = cute.make_rmem_tensor(cute.make_layout((vec, self.m_tile), stride=(1, vec)), Float32)
         wv = cute.make_rmem_tensor(cute.make_layout(vec), Float32)
-        for i in cutlass.range(k_count, unroll=1):
-            s = i % stages
-            xs = self.x_slot(i, s)
-            cute.arch.mbarrier_wait(full + s, (i // stages) % 2)
+        for i in cutlass.range(warp, k_count, self.consumer_warps, unroll=1):
+            s = xs = i
+            cute.arch.mbarrier_wait(full + s, 0)
             for m in cutlass.range_constexpr(self.m_tile):
                 chunk = cute.zipped_divide(s_x[(m, None, xs)], (vec,))
                 xv[(None, m)].store(chunk[(None, lane)].load().to(Float32))
@@ -301,29 +294,28 @@ class RouterGemm:
                         q = q + xv[v, m] * xv[v, m]
                         xv[v, m] = xv[v, m] * wv[v]
                     sq[m] = q
-            for j in cutlass.range_constexpr(epw):
-                chunk = cute.zipped_divide(s_w[(warp * epw + j, None, s)], (vec,))
+            for j in cutlass.range_constexpr(self.e_tile):
+                chunk = cute.zipped_divide(s_w[(j, None, s)], (vec,))
                 wv.store(chunk[(None, lane)].load().to(Float32))
                 for m in cutlass.range_constexpr(self.m_tile):
-                    a = acc[m * epw + j]
+                    a = acc[m, j]
                     for v in cutlass.range_constexpr(vec):
                         a = a + xv[v, m] * wv[v]
-                    acc[m * epw + j] = a
-            self.release(empty, s, lane)
-        for a in cutlass.range_constexpr(n_acc):
-            acc[a] = warp_sum(acc[a])
-        # Every lane now holds every sum; lanes write different ones.
-        for a in cutlass.range_constexpr(n_acc):
-            if lane == a % WARP:
-                red[0, a // epw, warp * epw + a % epw] = acc[a]
+                    acc[m, j] = a
+        # Every lane ends with every sum; lanes write different ones.
+        for m in cutlass.range_constexpr(self.m_tile):
+            for j in cutlass.range_constexpr(self.e_tile):
+                t = warp_sum(acc[m, j])
+                if lane == (m * self.e_tile + j) % WARP:
+                    red[warp, m, j] = t
         if cutlass.const_expr(norm is not None):
             for m in cutlass.range_constexpr(self.m_tile):
-                sq[m] = warp_sum(sq[m])
-                if warp == 0 and lane == m:
-                    norm.stats[0, m] = sq[m]
+                t = warp_sum(sq[m])
+                if lane == m % WARP:
+                    norm.stats[2 + warp, m] = t
 
     @cute.jit
-    def consume_mma(self, s_w, s_x, red, full, empty, warp, lane, k_count, norm=None):
+    def consume_mma(self, s_w, s_x, red, full, warp, lane, k_count, norm=None):
         """Warp w owns columns [32 w, 32 w + 32) of every stage. Lane (r, q) = (lane / 4, lane % 4)
         loads 16 bytes: W rows r and r + 8 of each 16-expert block and x row r of each 8-token
         block, columns [8q, 8q + 8). The dot product does not care how columns pair up, so each
@@ -332,7 +324,6 @@ class RouterGemm:
         With ``norm`` (bf16 x and norm weight), x * norm_weight has at most 16 significant bits:
         it is fed as two bf16 halves, hi = bf16(p) and lo = p - hi (both exact), so the tensor
         cores see the fp32 product; each warp also sums x^2 over its columns per row."""
-        stages = self.stages
         eb, nb = self.e_tile // 16, self.m_tile // 8
         r, q = lane // 4, lane % 4
         acc = cute.make_rmem_tensor(cute.make_layout((4, eb, nb), stride=(1, 4, 4 * eb)), Float32)
@@ -347,9 +338,8 @@ class RouterGemm:
         sq.fill(0.0)
         col = warp * (MMA_K // 8) + q  # this lane's 16-byte chunk within the stage row
         for i in cutlass.range(k_count, unroll=1):
-            s = i % stages
-            xs = self.x_slot(i, s)
-            cute.arch.mbarrier_wait(full + s, (i // stages) % 2)
+            s = xs = i
+            cute.arch.mbarrier_wait(full + s, 0)
             if cutlass.const_expr(norm is not None):
                 nf.store(cute.zipped_divide(norm.s_weight[(0, None, xs)], (8,))[(None, col)].load().to(Float32))
             for n in cutlass.range_constexpr(nb):
@@ -385,7 +375,6 @@ class RouterGemm:
                                 l32[n * 4 + 2 * half], l32[n * 4 + 2 * half + 1], d[0], d[1], d[2], d[3])
                         for c in cutlass.range_constexpr(4):
                             acc[c, b, n] = d[c]
-            self.release(empty, s, lane)
         # C fragment: c0, c1 = (expert r, tokens 2q, 2q + 1); c2, c3 = expert r + 8.
         for b in cutlass.range_constexpr(eb):
             for n in cutlass.range_constexpr(nb):
@@ -402,23 +391,25 @@ class RouterGemm:
     @cute.jit
     def reduce_and_store(self, red, bias, out, e_blk, m_blk, rank, tidx, h, norm=None):
         """Sum the partial tiles, add the bias, round once, store. Fixed order (warp slices,
-        then cluster ranks), so results are bitwise-reproducible. Works on 4-float vectors: the
-        consumer warps first fold their slices into slice 0, then each CTA of the cluster
-        finalises every split_k-th vector, issuing all its peers' DSMEM loads before summing
-        (one remote latency per vector, not one per peer). Ends with the cluster's partials
-        still needed by peers: the caller holds the CTA resident (second cluster barrier)."""
+        then cluster ranks), so results are bitwise-reproducible. Works on ``red_vec``-float
+        vectors: the consumer warps first fold their slices into slice 0, then each CTA of the
+        cluster finalises every split_k-th vector, issuing all its peers' DSMEM loads before
+        summing (one remote latency per vector, not one per peer). Ends with the cluster's
+        partials still needed by peers: the caller holds the CTA resident (second cluster barrier)."""
         consumer_threads = self.consumer_warps * WARP
-        n_vec = self.m_tile * self.e_tile // 4
-        flat = cute.make_tensor(red.iterator, cute.make_layout(self.red_slices * n_vec * 4))
-        vecs = cute.zipped_divide(flat, (4,))  # (4, slices * n_vec)
-        if cutlass.const_expr(self.red_slices > 1):
+        rv = self.red_vec
+        n_vec = self.m_tile * self.e_tile // rv
+        flat = cute.make_tensor(red.iterator, cute.make_layout(self.red_slices * n_vec * rv))
+        vecs = cute.zipped_divide(flat, (rv,))  # (rv, slices * n_vec)
+        if cutlass.const_expr(self.red_slices > 1 or norm is not None):
             if tidx < consumer_threads:  # whole warps: the producer warp must not join this barrier
                 cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
-                for v in cutlass.range(tidx, n_vec, consumer_threads, unroll=1):
-                    acc = vecs[(None, v)].load()
-                    for sl in cutlass.range_constexpr(1, self.red_slices):
-                        acc = acc + vecs[(None, sl * n_vec + v)].load()
-                    vecs[(None, v)].store(acc)
+                if cutlass.const_expr(self.red_slices > 1):
+                    for v in cutlass.range(tidx, n_vec, consumer_threads, unroll=1):
+                        acc = vecs[(None, v)].load()
+                        for sl in cutlass.range_constexpr(1, self.red_slices):
+                            acc = acc + vecs[(None, sl * n_vec + v)].load()
+                        vecs[(None, v)].store(acc)
                 if cutlass.const_expr(norm is not None):
                     if tidx < self.m_tile:
                         q = norm.stats[2, tidx]
@@ -435,21 +426,21 @@ class RouterGemm:
         if tidx < consumer_threads:
             if cutlass.const_expr(norm is not None):
                 self.finish_rms(norm, h, tidx, consumer_threads)
-            total = cute.make_rmem_tensor(cute.make_layout(4), Float32)
+            total = cute.make_rmem_tensor(cute.make_layout(rv), Float32)
             for v in cutlass.range(rank + tidx * self.split_k, n_vec, self.split_k * consumer_threads, unroll=1):
                 if cutlass.const_expr(self.split_k > 1):
-                    parts = [load_dsmem_v4(red.iterator + v * 4, p) for p in range(self.split_k)]
-                    for j in cutlass.range_constexpr(4):
+                    parts = [load_dsmem(red.iterator + v * rv, p, rv) for p in range(self.split_k)]
+                    for j in cutlass.range_constexpr(rv):
                         acc = parts[0][j]
                         for p in cutlass.range_constexpr(1, self.split_k):
                             acc = acc + parts[p][j]
                         total[j] = acc
                 else:
                     total.store(vecs[(None, v)].load())
-                mi = (v * 4) // self.e_tile
+                mi = (v * rv) // self.e_tile
                 m = m_blk * self.m_tile + mi
-                e0 = e_blk * self.e_tile + v * 4 - mi * self.e_tile
-                for j in cutlass.range_constexpr(4):
+                e0 = e_blk * self.e_tile + v * rv - mi * self.e_tile
+                for j in cutlass.range_constexpr(rv):
                     e = e0 + j
                     if m < m_total and e < e_total:
                         y = total[j]
@@ -466,7 +457,7 @@ class RouterGemm:
         if tidx < self.m_tile:
             q = norm.stats[0, tidx]
             if cutlass.const_expr(self.split_k > 1):
-                parts = [load_dsmem_f32(norm.stats.iterator + tidx, p) for p in range(self.split_k)]
+                parts = [load_dsmem(norm.stats.iterator + tidx, p, 1)[0] for p in range(self.split_k)]
                 q = parts[0]
                 for p in cutlass.range_constexpr(1, self.split_k):
                     q = q + parts[p]
@@ -544,15 +535,12 @@ class NormRouterGemm(RouterGemm):
 
     @property
     def smem_per_stage(self) -> int:
-        return self.w_tile_bytes + 2 * 8
+        return self.w_tile_bytes + 8
 
     @property
     def fixed_smem(self) -> int:
         stats = (2 + self.consumer_warps) * self.m_tile * 4
         return self.red_bytes + self.k_slots * self.x_tile_bytes + stats + 128  # + alignment
-
-    def x_slot(self, i, s):
-        return i
 
     def fake_args(self):
         m, e = cute.sym_int(), cute.sym_int()
@@ -608,22 +596,18 @@ def mma_m16n8k16(ab_dtype: str, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3, *, loc=N
 
 
 @dsl_user_op
-def load_dsmem_f32(ptr, rank, *, loc=None, ip=None):
-    """The fp32 at shared-memory pointer ``ptr`` of the cluster's CTA ``rank``."""
+def load_dsmem(ptr, rank, n: int, *, loc=None, ip=None):
+    """The ``n`` (1, 2 or 4) fp32 at shared-memory pointer ``ptr`` (aligned to 4 n bytes) of the
+    cluster's CTA ``rank``."""
     addr = Int32(cute.arch.map_dsmem_ptr(ptr, rank, loc=loc, ip=ip).toint(loc=loc, ip=ip))
-    res = llvm.inline_asm(T.f32(), [addr.ir_value(loc=loc, ip=ip)], "ld.shared::cluster.f32 $0, [$1];", "=f,r",
-                          has_side_effects=True, is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT,
-                          loc=loc, ip=ip)
-    return Float32(res)
-
-
-@dsl_user_op
-def load_dsmem_v4(ptr, rank, *, loc=None, ip=None):
-    """The 4 fp32 at 16-byte aligned shared-memory pointer ``ptr`` of the cluster's CTA ``rank``."""
-    addr = Int32(cute.arch.map_dsmem_ptr(ptr, rank, loc=loc, ip=ip).toint(loc=loc, ip=ip))
+    regs = ", ".join(f"${i}" for i in range(n))
+    shape = "" if n == 1 else f".v{n}"
+    dst = regs if n == 1 else "{" + regs + "}"
     # Side effects: keeps the load below the cluster barrier that publishes the data.
-    res = llvm.inline_asm(llvm.StructType.get_literal([T.f32()] * 4), [addr.ir_value(loc=loc, ip=ip)],
-                          "ld.shared::cluster.v4.f32 {$0, $1, $2, $3}, [$4];", "=f,=f,=f,=f,r",
-                          has_side_effects=True, is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT,
-                          loc=loc, ip=ip)
-    return [Float32(llvm.extractvalue(T.f32(), res, [i], loc=loc, ip=ip)) for i in range(4)]
+    res = llvm.inline_asm(llvm.StructType.get_literal([T.f32()] * n) if n > 1 else T.f32(),
+                          [addr.ir_value(loc=loc, ip=ip)], f"ld.shared::cluster{shape}.f32 {dst}, [${n}];",
+                          ",".join(["=f"] * n) + ",r", has_side_effects=True, is_align_stack=False,
+                          asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
+    if n == 1:
+        return [Float32(res)]
+    return [Float32(llvm.extractvalue(T.f32(), res, [i], loc=loc, ip=ip)) for i in range(n)]

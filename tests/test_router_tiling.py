@@ -1,0 +1,66 @@
+"""The router kernels' tilings (no GPU): every specialisation the heuristics pick holds a CTA's
+whole share of H in shared memory (the kernel never reuses a stage), within the budget."""
+
+import itertools
+import random
+
+import pytest
+
+from cute_kernels import ops, presets
+
+_rng = random.Random(7)
+SHAPES = [(p.hidden_size, p.num_experts, p.gate_dtype) for p in presets.PRESETS.values()] + [
+    (8 * _rng.randint(1, 8192), _rng.randint(1, 8192), _rng.choice(["bfloat16", "float32"])) for _ in range(40)
+] + [(8, 1, "bfloat16"), (65536, 8192, "float32"), (65536, 1, "bfloat16")]
+M_VALUES = [1, 2, 3, 5, 8, 13, 16, 31, 64, 127, 128, 256, 1000]
+
+
+def _fits(kernel, h):
+    return kernel.holds_share(h) and kernel.smem_bytes() <= ops.ROUTER_SMEM_BUDGET
+
+
+@pytest.mark.parametrize("h,e,w_dtype", SHAPES)
+def test_router_picks_hold_their_share(h, e, w_dtype):
+    for m, x_dtype in itertools.product(M_VALUES, ("bfloat16", "float32")):
+        kernel = ops.router_gemm_kernel(x_dtype, w_dtype, "float32", None, m, h, e, "dot", True)
+        assert _fits(kernel, h), kernel
+        if ops.mma_dtypes(x_dtype, w_dtype) and h <= ops.ROUTER_MMA_MAX_H:
+            kernel = ops.router_gemm_kernel(x_dtype, w_dtype, "float32", None, m, h, e, "mma", True)
+            assert _fits(kernel, h), kernel
+
+
+@pytest.mark.parametrize("h,e,w_dtype", SHAPES)
+def test_norm_router_picks_hold_their_share(h, e, w_dtype):
+    for m, norm_dtype in itertools.product(M_VALUES, ("bfloat16", "float32")):
+        try:
+            kernel = ops.norm_router_gemm_kernel("bfloat16", norm_dtype, w_dtype, "float32", m, h, e, True)
+        except ValueError as err:  # only where even one token's x cannot stay resident
+            assert "too large for the fused kernel" in str(err) and h > 16384
+            continue
+        assert _fits(kernel, h) and kernel.k_slots == kernel.stages, kernel
+
+
+def test_mma_limit():
+    from dispatch import router
+
+    assert router.MMA_MAX_HIDDEN == ops.ROUTER_MMA_MAX_H
+    h = ops.ROUTER_MMA_MAX_H
+    assert ops.router_gemm_variant("bfloat16", "bfloat16", 64, h) == "mma"
+    assert ops.router_gemm_variant("bfloat16", "bfloat16", 64, h + 8) == "dot"
+    assert _fits(ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 256, h, 4096, "mma", True), h)
+
+
+def test_dot_runs_without_a_cluster_where_the_share_fits():
+    # Measured on the H100: a cluster split cost 1.5-2 us at every shape (perf/NOTES.md).
+    for name in ("deepseek-v3", "kimi-k2", "gpt-oss-120b", "minimax-m2", "qwen3-235b-a22b"):
+        p = presets.get(name)
+        for m in (1, 2, 4, 8):
+            kernel = ops.router_gemm_kernel("bfloat16", p.gate_dtype, "float32", None, m, p.hidden_size,
+                                            p.num_experts, "dot", True)
+            assert kernel.split_k == 1 and kernel.e_tile >= 2, (name, m, kernel)
+
+
+def test_a_config_that_reuses_stages_is_refused():
+    kernel = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 1, 7168, 256, "dot", True)
+    short = kernel.__class__(**{**kernel.__dict__, "stages": kernel.stages - 1})
+    assert kernel.holds_share(7168) and not short.holds_share(7168)
