@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 
 import torch
 
@@ -197,6 +198,12 @@ ROUTER_SMEM_BUDGET = 200 * 1024  # bytes per CTA; H100 allows 227 KB
 H100_SMS = 132
 DOT_WARPS = 8  # consumer warps of the dot variant
 DOT_MAX_ACC = 64  # fp32 accumulators per lane in the dot variant: m_tile * e_tile
+# CTAs per SM the plain router's dot grid aims for with one token tile. H100, cold, PDL on:
+# DeepSeek-V3 at 3 experts per CTA (86 CTAs) beat 2 (128 CTAs) by 0.07 us at M = 1 and 0.15 at
+# M = 4; Kimi-K2 at 96 and 128 CTAs tied. With several token tiles one CTA per SM stays ahead
+# (MiniMax-M2 M = 16: 3.57 us at 128 CTAs, 4.56 at 86), and the fused kernel keeps one per SM
+# too (its 3 experts per CTA beat 6 by 0.2 us).
+DOT_CTAS_PER_SM = 0.73
 # The tensor-core variant holds a CTA's share of H in shared memory; at its smallest tiling (16
 # experts, 8 tokens, 8-way split) that fits up to H = 33792.
 ROUTER_MMA_MAX_H = 32768
@@ -232,10 +239,10 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
 
     ``dot``: no cluster (a cluster split measured 1.5-2 us slower at every shape on the H100:
     its barriers and DSMEM exchange cost more than the bytes they spread); the expert tile
-    spreads the experts (times the token tiles) over about one CTA per SM, at least 2 experts
-    per CTA (fewer, fuller CTAs measured 0.05-0.1 us faster on small E, and far faster at
-    M = 4), at most 64 accumulators per lane. Eight consumer warps take the CTA's k tiles in
-    turn (fewer when it has fewer tiles).
+    spreads the experts (times the token tiles) over about DOT_CTAS_PER_SM CTAs per SM (one
+    per SM with several token tiles), at least 2 experts per CTA (fewer, fuller CTAs measured
+    0.05-0.1 us faster on small E, and far faster at M = 4), at most 64 accumulators per lane.
+    Eight consumer warps take the CTA's k tiles in turn (fewer when it has fewer tiles).
     ``mma``: the expert tile and split minimise the bytes one SM streams (per-CTA bytes times
     waves).
     Both hold a CTA's whole share of H in shared memory (``router_stages``); where it does not
@@ -247,7 +254,8 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
         # experts, then a split.
         for split_k in (1, 2, 4, 8):
             for tile in (t for t in (8, 4, 2, 1) if t <= m_tile):
-                e_tile = dot_e_tile(e, tile, -(-m // tile), num_sms)
+                m_tiles = -(-m // tile)
+                e_tile = dot_e_tile(e, tile, m_tiles, (DOT_CTAS_PER_SM if m_tiles == 1 else 1) * num_sms)
                 for et in dict.fromkeys((e_tile, *(t for t in (8, 4, 2, 1) if t < e_tile))):
                     probe = make(et, tile, split_k, 1, pdl)
                     if split_k > 1 and split_k > -(-h // probe.k_tile):
@@ -273,11 +281,11 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
     return best[1]
 
 
-def dot_e_tile(e: int, m_tile: int, m_tiles: int, num_sms: int) -> int:
-    """Experts per dot CTA: about one CTA per SM over the expert and token tiles, at least 2,
-    at most E, 16 (a ring deep enough for every warp fits in shared memory) and
-    DOT_MAX_ACC / m_tile (accumulators per lane)."""
-    return max(1, min(e, 16, max(2, -(-e * m_tiles // num_sms)), DOT_MAX_ACC // m_tile))
+def dot_e_tile(e: int, m_tile: int, m_tiles: int, ctas: float) -> int:
+    """Experts per dot CTA: about ``ctas`` CTAs over the expert and token tiles, at least 2, at
+    most E, 16 (a share of large H still fits in shared memory) and DOT_MAX_ACC / m_tile
+    (accumulators per lane)."""
+    return max(1, min(e, 16, max(2, math.ceil(e * m_tiles / ctas)), DOT_MAX_ACC // m_tile))
 
 
 def router_stages(kernel: RouterGemm, h: int) -> int:

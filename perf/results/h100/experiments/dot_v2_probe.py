@@ -2,7 +2,7 @@
 (round 1 ran against the kernel of that day, whose stages could be reused; configs whose share of H
 does not fit are now left out).
 Compiles every config first with one process per core (cute_kernels.aot), then times them.
-    python perf/results/h100/experiments/dot_v2_probe.py OUT_DIR [--round2]
+    python perf/results/h100/experiments/dot_v2_probe.py OUT_DIR [--round2 | --round3]
 """
 import dataclasses, itertools, pathlib, sys, tempfile, time
 ROOT = pathlib.Path(__file__).resolve().parents[4]
@@ -30,7 +30,15 @@ ROUND2 = [("deepseek-v3", 7168, 256, BF, F32, None, m, ((2, 4, 8), (1,), (8,))) 
 MMA2 = [("deepseek-v3", 7168, 256, m, ((16, 32), (1, 2, 4, 8))) for m in (8, 16, 32)] + [
     ("qwen3-235b", 4096, 128, 16, ((16, 32), (1, 2, 4, 8)))]
 FUSED2 = [("deepseek-v4-pro", 7168, 384, m, ((3, 6), (1,), (8,))) for m in (4, 8, 16)]
-ROUTER, FUSED, MMA = (ROUND1, FUSED1, []) if "--round2" not in sys.argv else (ROUND2, FUSED2, MMA2)
+# Round 3: more consumer warps (shorter walk per warp) and the expert tile at M = 4.
+ROUND3 = [("deepseek-v3", 7168, 256, BF, F32, None, 1, ((2, 3), (1,), (8, 16))),
+          ("deepseek-v3", 7168, 256, BF, F32, None, 4, ((2, 3, 4), (1,), (8, 16))),
+          ("qwen3-235b", 4096, 128, BF, F32, None, 1, ((1, 2, 4), (1,), (8, 16))),
+          ("gpt-oss-120b", 2880, 128, BF, BF, BF, 1, ((1, 2, 4), (1,), (8, 12))),
+          ("kimi-k2", 7168, 384, BF, F32, None, 1, ((3, 4), (1,), (8, 16)))]
+FUSED3 = [("deepseek-v4-pro", 7168, 384, m, ((3, 6), (1,), (8, 16))) for m in (1, 4)]
+ROUTER, FUSED, MMA = {"--round2": (ROUND2, FUSED2, MMA2), "--round3": (ROUND3, FUSED3, [])}.get(
+    sys.argv[-1], (ROUND1, FUSED1, []))
 
 
 def router_cfgs(h, e, w, out, bias, m, grid):
