@@ -315,7 +315,7 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     no TF32, nothing rounded to bf16); bias: [E] float or None; out: [M, E] fp32 or bf16
     (allocated if None). H must be a positive multiple of 8; x and weight contiguous and
     16-byte aligned (TMA). Any M >= 0 and E >= 1. ``variant``: "dot" (CUDA cores) or "mma"
-    (tensor cores; x and weight both bf16 or both fp16); None picks by M.
+    (tensor cores; x and weight both bf16 or both fp16, H <= ROUTER_MMA_MAX_H); None picks by M.
     ``pdl``: launch with programmatic dependent launch (the weight stream starts before the
     previous kernel has finished). ``config``: an explicit ``RouterGemm`` specialisation (for
     tuning sweeps) instead of the heuristic's; its dtypes must match the call's.
