@@ -222,7 +222,6 @@ def mma_dtypes(x_dtype: str, w_dtype: str) -> bool:
     return x_dtype == w_dtype and w_dtype in ("bfloat16", "float16")
 
 
-
 def router_m_tile(variant: str, m: int) -> int:
     """Token tile: a power of two covering M, from a small fixed set (bounded compiles)."""
     lo, hi = (8, 64) if variant == "mma" else (1, 8)
@@ -418,15 +417,12 @@ def norm_router_gemm_kernel(x_dtype: str, norm_dtype: str, w_dtype: str, out_dty
                 else:
                     e_tile, warps = dot_e_tile(e, tile, m_tiles, num_sms), DOT_WARPS
                 probe = NormRouterGemm(x_dtype, w_dtype, out_dtype, None, variant, e_tile, tile, 1, 1, pdl,
-                                       warps, norm_dtype=norm_dtype, k_slots=1)
-                n_k = -(-h // probe.k_tile)
-                split_k = max(s for s in (1, 2, 4, 8) if s <= min(n_k, split_cap))
-                k_slots = -(-n_k // split_k)
+                                       warps, norm_dtype=norm_dtype)
+                split_k = max(s for s in (1, 2, 4, 8) if s <= min(-(-h // probe.k_tile), split_cap))
+                probe = dataclasses.replace(probe, split_k=split_k)
                 if variant == "dot":
-                    warps = min(warps, k_slots)
-                probe = dataclasses.replace(probe, split_k=split_k, k_slots=k_slots, consumer_warps=warps)
-                stages = router_stages(probe, h)
-                if stages >= 1:
+                    probe = dataclasses.replace(probe, consumer_warps=min(warps, probe.k_tiles_per_cta(h)))
+                if stages := router_stages(probe, h):
                     return dataclasses.replace(probe, stages=stages)
     raise ValueError(f"hidden size H={h} is too large for the fused kernel: a CTA's share of x does not fit "
                      "in shared memory (use the router GEMM on normed rows)")

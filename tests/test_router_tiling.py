@@ -37,7 +37,7 @@ def test_norm_router_picks_hold_their_share(h, e, w_dtype):
         except ValueError as err:  # only where even one token's x cannot stay resident
             assert "too large for the fused kernel" in str(err) and h > 16384
             continue
-        assert _fits(kernel, h) and kernel.k_slots == kernel.stages, kernel
+        assert _fits(kernel, h), kernel
 
 
 def test_mma_limit():

@@ -507,11 +507,10 @@ class NormRouterGemm(RouterGemm):
     """RMSNorm fused into the router GEMM (the ``dot`` variant): ``normed = x * r * norm_weight``
     and ``logits = r * (x * norm_weight) @ W^T`` with ``r = 1 / sqrt(mean(x^2) + eps)``, all
     in fp32, so the logits use the unrounded normed values. The sum of squares rides the dot
-    loop and the cluster reduction; each CTA keeps all of its x (and norm-weight) tiles in
-    shared memory (``k_slots`` of them) to write normed x once r is known."""
+    loop and the cluster reduction; each CTA's x (and norm-weight) tiles stay in their stages
+    (one per k tile of its share, as in the router) to write normed x once r is known."""
 
     norm_dtype: str  # the norm weight's dtype
-    k_slots: int  # k tiles one CTA holds: ceil(ceil(H / k_tile) / split_k)
 
     def __post_init__(self):
         super().__post_init__()
@@ -522,25 +521,15 @@ class NormRouterGemm(RouterGemm):
                              "(x * norm_weight must split exactly into two bf16 halves)")
         if WIDTHS[self.x_dtype] != 16:
             raise ValueError("the fused norm takes bfloat16 or float16 x")
-        if self.k_slots < 1:
-            raise ValueError("k_slots must be >= 1")
 
     @property
     def x_tile_bytes(self) -> int:
         return self.k_tile * (self.m_tile * WIDTHS[self.x_dtype] + WIDTHS[self.norm_dtype]) // 8
 
     @property
-    def x_slots(self) -> int:
-        return self.k_slots
-
-    @property
-    def smem_per_stage(self) -> int:
-        return self.w_tile_bytes + 8
-
-    @property
     def fixed_smem(self) -> int:
         stats = (2 + self.consumer_warps) * self.m_tile * 4
-        return self.red_bytes + self.k_slots * self.x_tile_bytes + stats + 128  # + alignment
+        return self.red_bytes + stats + 128  # + alignment
 
     def fake_args(self):
         m, e = cute.sym_int(), cute.sym_int()

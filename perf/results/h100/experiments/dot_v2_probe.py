@@ -65,14 +65,13 @@ def fused_cfgs(h, e, m, grid):
     if pick.variant == "mma":  # the dot variant's own pick at this M, beside the grid
         pick_dot = ops.norm_router_gemm_kernel(BF, BF, F32, F32, m, h, e, True)
         pick = dataclasses.replace(pick, variant="dot", e_tile=pick_dot.e_tile, m_tile=pick_dot.m_tile, split_k=1,
-                                   consumer_warps=8, k_slots=pick_dot.k_slots, stages=1)
+                                   consumer_warps=8, stages=1)
         cfgs.append(dataclasses.replace(pick, stages=ops.router_stages(pick, h)))
         pick = cfgs[0]
     for et, s, wp in itertools.product(*grid):
         c = dataclasses.replace(pick, variant="dot", e_tile=et, split_k=s, consumer_warps=wp, stages=1,
                                 m_tile=ops.router_m_tile("dot", m))
-        c = dataclasses.replace(c, k_slots=-(-(-(-h // c.k_tile)) // s))
-        c = dataclasses.replace(c, consumer_warps=min(wp, c.k_slots))
+        c = dataclasses.replace(c, consumer_warps=min(wp, c.k_tiles_per_cta(h)))
         cfgs.append(dataclasses.replace(c, stages=ops.router_stages(c, h)))
     return pick, list(dict.fromkeys(c for c in cfgs if c.stages >= 1))
 
