@@ -148,6 +148,46 @@ def launch(fn, device: torch.device, *args) -> None:
             fn(*args)
 
 
+# Split-K workspaces (int32, zeroed when made): one per (device, stream) for eager calls, like
+# cuBLAS's, so calls on concurrent streams never share one, and one per device that CUDA graph
+# captures share (a capture cannot zero new memory before its kernels would run). Two graphs
+# replayed concurrently on different streams would share it: replay graphs of one device in one
+# stream order. Replaced workspaces stay alive: a captured graph keeps their addresses.
+_workspaces: dict = {}
+_retired: list = []
+# The smallest workspace made (4 MiB): the tensor-core router's split up to M ~ 700 on the presets,
+# so warming one M of a tier's window sizes it for the window's other M.
+WORKSPACE_MIN_INTS = 1 << 20
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
+def workspace(device: torch.device, ints: int) -> torch.Tensor:
+    """A zero-initialised int32 workspace of at least ``ints`` words for a launch on ``device``'s
+    current stream. The kernels leave it as they found it (counters back at zero)."""
+    index = device.index
+    capturing = torch.cuda.is_current_stream_capturing()
+    key = (index, None) if capturing else (index, _raw_stream(index))
+    ws = _workspaces.get(key)
+    if ws is not None and ws.numel() >= ints:
+        return ws
+    if capturing:
+        raise RuntimeError(
+            f"cute_kernels: a CUDA graph is being captured and the split-K workspace on {device} holds "
+            f"{0 if ws is None else ws.numel()} of the {ints} words this call needs; run the op (or its "
+            "warmup) once outside the capture at this size first")
+    # Grow this stream's workspace and the captures' one together, so a warmed-up size is ready
+    # for a capture on any stream.
+    for k in (key, (index, None)):
+        old = _workspaces.get(k)
+        if old is None or old.numel() < ints:
+            if old is not None:
+                _retired.append(old)
+            size = max(ints, WORKSPACE_MIN_INTS, 2 * (0 if old is None else old.numel()))
+            _workspaces[k] = torch.zeros(size, dtype=torch.int32, device=device)
+    torch.cuda.current_stream(device).synchronize()  # zeroed before any stream uses it
+    return _workspaces[key]
+
+
 class Launcher:
     """Launches the kernels of one validated problem, each specialisation's function looked up once.
 

@@ -60,8 +60,8 @@ def preset_kernels(preset: Preset, pdl: bool = True) -> list:
 
 
 # (x, weight, out, bias, M, H, E, variant, pdl): every dtype pair, both outputs, bias in three
-# dtypes, both variants, cluster split on and off (dot splits only where a share of H does not
-# fit), M buckets, PDL off.
+# dtypes, both variants, no split, a split across a cluster (mma up to M = 16) and through the
+# global workspace (mma above, dot where a share of H does not fit), M buckets, PDL off.
 ROUTER_VARIANTS = (
     [(x, w, "float32", None, 1, 7168, 256, "dot", True)
      for x in ("bfloat16", "float16", "float32") for w in ("bfloat16", "float16", "float32")]

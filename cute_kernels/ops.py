@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
 
 import torch
 
 from . import bridge
-from .kernels.common import WIDTHS
-from .kernels.router_gemm import NormRouterGemm, RouterGemm
+from .kernels.router_gemm import WORKSPACE_COUNTERS, NormRouterGemm, RouterGemm
 from .kernels.silu_mul_quant import SiluMulQuantFp8
 from .kernels.topk_pack import TopkPack
 
@@ -236,18 +234,29 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
                        e: int, variant: str, pdl: bool, num_sms: int = H100_SMS) -> RouterGemm:
     """The specialisation for a call. Tiles come from M's bucket.
 
-    ``dot``: no cluster (a cluster split measured 1.5-2 us slower at every shape on the H100:
-    its barriers and DSMEM exchange cost more than the bytes they spread); the expert tile
-    spreads the experts (times the token tiles) over about DOT_CTAS_PER_SM CTAs per SM (one
-    per SM with several token tiles), at least 2 experts per CTA (fewer, fuller CTAs measured
-    0.05-0.1 us faster on small E, and far faster at M = 4), at most 64 accumulators per lane.
-    Eight consumer warps take the CTA's k tiles in turn (fewer when it has fewer tiles).
-    ``mma``: the expert tile and split minimise the bytes one SM streams (per-CTA bytes times
-    waves).
+    ``dot``: no split where a CTA's share of H fits (any split, across a cluster or through the
+    workspace, costs 1.5-2 us on the H100); the expert tile spreads the experts (times the
+    token tiles) over about DOT_CTAS_PER_SM CTAs per SM (one per SM with several token tiles),
+    at least 2 experts per CTA (fewer, fuller CTAs measured 0.05-0.1 us faster on small E, and
+    far faster at M = 4), at most 64 accumulators per lane. Eight consumer warps take the CTA's
+    k tiles in turn (fewer when it has fewer tiles).
+    ``mma`` (H100, perf/NOTES.md): up to MMA_CLUSTER_MAX_M tokens, 32-expert tiles with H split
+    8 ways across a cluster (DeepSeek-V3 M = 16: 4.40 us, against 4.73 for the same tiles
+    through the workspace and 4.72 for 16-expert tiles); above, 32-token by 16-expert tiles
+    with the split reduced through the global workspace (M = 64: 7.1 us against 11.0 across a
+    cluster), split the least that still gives about one CTA per SM.
     Both hold a CTA's whole share of H in shared memory (``router_stages``); where it does not
-    fit, fewer tokens share a CTA, then (dot) fewer experts, then H is split across a cluster."""
+    fit, fewer tokens share a CTA, then (dot) fewer experts, then H is split (further)."""
     m_tile = router_m_tile(variant, m)
-    make = functools.partial(RouterGemm, x_dtype, w_dtype, out_dtype, bias_dtype, variant)
+
+    def make(e_tile, tile, split_k, reduce=None):
+        if reduce is None:
+            reduce = split_reduce(e_tile, tile, m, e) if split_k > 1 else "cluster"  # (unused without a split)
+        if reduce == "cluster" and split_k > 8:
+            return None
+        return RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, tile, split_k, 1, pdl,
+                          reduce=reduce)
+
     if variant == "dot":
         # Every stage must fit: where the share does not, fewer tokens per CTA, then fewer
         # experts, then a split.
@@ -256,28 +265,44 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
                 m_tiles = -(-m // tile)
                 e_tile = dot_e_tile(e, tile, m_tiles, (DOT_CTAS_PER_SM if m_tiles == 1 else 1) * num_sms)
                 for et in dict.fromkeys((e_tile, *(t for t in (8, 4, 2, 1) if t < e_tile))):
-                    probe = make(et, tile, split_k, 1, pdl)
+                    probe = make(et, tile, split_k)
                     if split_k > 1 and split_k > -(-h // probe.k_tile):
                         continue
                     probe = dataclasses.replace(probe, consumer_warps=min(DOT_WARPS, probe.k_tiles_per_cta(h)))
                     if stages := router_stages(probe, h):
                         return dataclasses.replace(probe, stages=stages)
         raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
-    best = None
-    for tile, e_tile, split_k in itertools.product((t for t in (64, 32, 16, 8) if t <= m_tile), (16, 32, 64),
-                                                   (1, 2, 4, 8)):
-        probe = make(e_tile, tile, split_k, 1, pdl)
-        stages = router_stages(probe, h)
-        if not stages or split_k > -(-h // probe.k_tile):
+    if m <= MMA_CLUSTER_MAX_M:
+        candidates = [(e_tile, m_tile, 8, "cluster") for e_tile in (32, 16)] + [
+            (e_tile, m_tile, split_k, None) for e_tile in (32, 16) for split_k in (16, 32)]
+    else:
+        candidates = [(16, tile, split_k, None) for tile in (32, 16, 8) for split_k in MMA_SPLITS]
+    fitting, n_k = [], -(-h // make(16, 8, 1).k_tile)
+    for e_tile, tile, split_k, reduce in candidates:
+        split_k = min(split_k, n_k)  # at least one k tile per CTA
+        probe = make(e_tile, tile, split_k, reduce)
+        if probe is None:
             continue
-        ctas = -(-e // e_tile) * split_k * -(-m // tile)
-        cta_bytes = (e_tile * WIDTHS[w_dtype] + tile * WIDTHS[x_dtype]) // 8 * -(-h // split_k)
-        score = (-tile, cta_bytes * -(-ctas // num_sms), ctas, split_k)  # the largest token tile that fits first
-        if best is None or score < best[0]:
-            best = (score, dataclasses.replace(probe, stages=stages))
-    if best is None:
-        raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
-    return best[1]
+        if stages := router_stages(probe, h):
+            fitting.append(dataclasses.replace(probe, stages=stages))
+            ctas = -(-e // e_tile) * -(-m // tile) * split_k
+            if m <= MMA_CLUSTER_MAX_M or ctas >= MMA_CTAS_PER_SM * num_sms:
+                return fitting[-1]
+    if fitting:  # none reaches one CTA per SM: the most split
+        return fitting[-1]
+    raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
+
+
+# The tensor-core variant: a cluster reduction up to this M, the global workspace above.
+MMA_CLUSTER_MAX_M = 16
+MMA_SPLITS = (4, 8, 16, 32)
+MMA_CTAS_PER_SM = 0.9  # "about one CTA per SM" for the split choice above MMA_CLUSTER_MAX_M
+
+
+def split_reduce(e_tile: int, m_tile: int, m: int, e: int) -> str:
+    """How split CTAs combine: through the global workspace while its counters cover the
+    output tiles, else across a cluster (at most 8 CTAs)."""
+    return "global" if -(-e // e_tile) * -(-m // m_tile) <= WORKSPACE_COUNTERS else "cluster"
 
 
 def dot_e_tile(e: int, m_tile: int, m_tiles: int, ctas: float) -> int:
@@ -295,9 +320,10 @@ def router_stages(kernel: RouterGemm, h: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _unread(device: torch.device) -> torch.Tensor:
-    """One fp32 element for a slot the kernel was compiled not to read (no bias, no scale cap)."""
-    return torch.zeros((1,), dtype=torch.float32, device=device)
+def _unread(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One element for a slot the kernel was compiled not to read (no bias, no scale cap, no
+    split-K workspace)."""
+    return torch.zeros((1,), dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=None)
@@ -367,9 +393,13 @@ def router_gemm_launcher(x_dtype: torch.dtype, w_dtype: torch.dtype, bias_dtype:
     names = [bridge.dtype_name(d) for d in (x_dtype, w_dtype, out_dtype)]
     bias_name = None if bias_dtype is None else bridge.dtype_name(bias_dtype)
     num_sms = _num_sms(device.index)
-    launch_kernel = bridge.Launcher(lambda m: config if config is not None else router_gemm_kernel(
-        *names, bias_name, m, h, e, variant, pdl, num_sms), device).launch
-    no_bias = _unread(device)
+
+    def kernel_of(m):
+        return config if config is not None else router_gemm_kernel(*names, bias_name, m, h, e, variant, pdl, num_sms)
+
+    launch_kernel = bridge.Launcher(kernel_of, device).launch
+    no_bias, no_workspace = _unread(device), _unread(device, torch.int32)
+    workspace_ints = {}  # M -> the split-K workspace its specialisation needs (0: none)
 
     def launch(m, x, weight, bias, out_dtype, out):
         if out is None:
@@ -379,7 +409,13 @@ def router_gemm_launcher(x_dtype: torch.dtype, w_dtype: torch.dtype, bias_dtype:
                                 bias=bias)
             bridge.check_contiguous("out", out)
         if m:
-            launch_kernel(m, x, weight, no_bias if bias is None else bias, out)
+            ints = workspace_ints.get(m)
+            if ints is None:
+                if len(workspace_ints) >= bridge.Launcher.MAX_KEYS:
+                    workspace_ints.clear()
+                ints = workspace_ints[m] = kernel_of(m).workspace_ints(m, e)
+            launch_kernel(m, x, weight, no_bias if bias is None else bias, out,
+                          bridge.workspace(device, ints) if ints else no_workspace)
         return out
 
     return launch

@@ -72,8 +72,10 @@ def router_parts() -> dict:
                                         tier.removeprefix("cute-"), True,
                                         torch.cuda.get_device_properties(x.device).multi_processor_count)
         fn, no_bias = bridge.compiled(kernel, x.device), torch.zeros(1, device="cuda")
+        ws = bridge.workspace(x.device, kernel.workspace_ints(1, e)) if kernel.uses_workspace else torch.zeros(
+            1, dtype=torch.int32, device="cuda")
         out = x.new_empty(1, e, dtype=FP32)
-        parts[f"compiled function alone ({tier}, out preallocated)"] = lambda: fn(x, w, no_bias, out)
+        parts[f"compiled function alone ({tier}, out preallocated)"] = lambda: fn(x, w, no_bias, out, ws)
     return parts
 
 

@@ -50,8 +50,9 @@ def silu_mul_quant_cases():
 
 
 def router_gemm_cases():
-    """Each router variant once: dot with and without a cluster split, mma, fp32 weights, bias,
-    bf16 out, a partial expert tile, PDL off. fp32 out within 1e-5 (Frobenius), bf16 out 1e-2."""
+    """Each router variant once: dot, mma (its H split 8 and 16 ways through the global
+    workspace), fp32 weights, bias, bf16 out, a partial expert tile, PDL off (the cluster
+    reduction runs in the fused kernel's cases). fp32 out within 1e-5 (Frobenius), bf16 out 1e-2."""
     f32, bf16 = torch.float32, torch.bfloat16
     paths = [  # (x, weight, out, bias, M, H, E, variant, pdl)
         (bf16, bf16, f32, None, 1, 7168, 256, "dot", True),
@@ -60,7 +61,7 @@ def router_gemm_cases():
         (bf16, bf16, bf16, bf16, 5, 2880, 128, "mma", True),
         (f32, f32, bf16, f32, 9, 64, 7, "dot", True),
         (bf16, bf16, f32, None, 130, 1024, 40, "mma", False),
-        (bf16, bf16, bf16, bf16, 2, 2880, 32, "dot", True),  # an 8-CTA cluster
+        (bf16, bf16, bf16, bf16, 2, 2880, 32, "dot", True),
     ]
     for x_dtype, w_dtype, out_dtype, b_dtype, m, h, e, variant, pdl in paths:
         x = torch.randn(m, h, device="cuda").to(x_dtype)
@@ -74,8 +75,8 @@ def router_gemm_cases():
 
 
 def norm_router_cases():
-    """The fused RMSNorm + router: the dot variant with an 8-CTA cluster at M = 1, the tensor-core
-    variant at M = 16, mixed dtypes with bf16 logits, and no cluster (tiny H, partial expert
+    """The fused RMSNorm + router: the dot variant at M = 1, the tensor-core variant with an 8-CTA
+    cluster at M = 16, mixed dtypes with bf16 logits, and no cluster (tiny H, partial expert
     tile). Relative Frobenius error: normed_x 1e-2 (its own 16-bit rounding), logits 1e-5
     (fp32) or 1e-2 (bf16)."""
     f32, bf16, f16 = torch.float32, torch.bfloat16, torch.float16

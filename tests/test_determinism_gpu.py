@@ -2,8 +2,9 @@
 
 Before each run the outputs are filled with one of two byte patterns, in turn, so an element some
 run leaves unwritten differs between runs. The first run is also checked against the spec.
-Shapes are small but take the router's cluster split (H = 7168, E = 256: the heuristic splits H
-8 ways; configs forced to split it 2 and 4 ways run too), where partial sums meet in a fixed order.
+Shapes are small but take the router's split of H (H = 7168, E = 256: the tensor-core heuristic
+splits it 8 ways through the global workspace; configs forced to 2, 4 and 16 ways, and across a
+cluster, run too), where partial sums meet in a fixed order.
 """
 
 import dataclasses
@@ -48,10 +49,10 @@ def router(n, m, x_dtype=BF16, w_dtype=BF16, e=E, bias=None, out_dtype=FP32, **k
             "out": n.empty(m, e, dtype=out_dtype), **kw}
 
 
-def split(m, variant, split_k):
+def split(m, variant, split_k, reduce="global"):
     """The heuristic's bf16 specialisation for M, with H split ``split_k`` ways instead."""
     kernel = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, H, E, variant, True)
-    probe = dataclasses.replace(kernel, split_k=split_k, stages=1)
+    probe = dataclasses.replace(kernel, split_k=split_k, stages=1, reduce=reduce)
     stages = ops.router_stages(probe, H)
     assert stages, "the split share must fit in shared memory"
     return dataclasses.replace(probe, stages=stages)
@@ -80,6 +81,8 @@ VARIANTS = [
     (R, "dot, M = 4, split_k = 2", lambda n: router(n, 4, config=split(4, "dot", 2))),
     (R, "mma, M = 16", lambda n: router(n, 16, variant="mma")),
     (R, "mma, M = 16, split_k = 4", lambda n: router(n, 16, config=split(16, "mma", 4))),
+    (R, "mma, M = 16, split_k = 4 across a cluster", lambda n: router(n, 16, config=split(16, "mma", 4, "cluster"))),
+    (R, "mma, M = 64, split_k = 16", lambda n: router(n, 64, config=split(64, "mma", 16))),
     (R, "dot, bf16 bias, bf16 out", lambda n: router(n, 3, bias=BF16, out_dtype=BF16, variant="dot")),
     (R, "mma, fp32 bias, bf16 out", lambda n: router(n, 32, bias=FP32, out_dtype=BF16, variant="mma")),
     (R, "fp32 weights", lambda n: router(n, 5, w_dtype=FP32)),

@@ -52,7 +52,7 @@ def spec_kernel(kernel, args):
         normed.copy_(want_normed), logits.copy_(want_logits)
         return "norm_router_gemm", None, x.shape[0]
     if isinstance(kernel, RouterGemm):
-        x, weight, bias, out = args
+        x, weight, bias, out, _workspace = args
         out.copy_(spec.router_gemm(x, weight, bias if kernel.bias_dtype else None, out.dtype))
         return "router_gemm", kernel.variant, x.shape[0]
     if isinstance(kernel, SiluMulQuantFp8):
@@ -88,6 +88,7 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(bridge, "compiled", compiled)
     monkeypatch.setattr(bridge, "current_device", lambda: None)
+    monkeypatch.setattr(bridge, "workspace", lambda device, ints: torch.zeros(ints, dtype=torch.int32))
     monkeypatch.setattr(ops, "_num_sms", lambda index: ops.H100_SMS)
     default_cache().clear_memory()  # no launcher keeps a function across tests
     yield log
@@ -485,7 +486,7 @@ def test_router_fast_path_checks_what_a_call_can_change(monkeypatch, calls, gen)
     x, w = torch.randn(3, 64, generator=gen).to(BF16), torch.randn(8, 64, generator=gen).to(BF16)
     got = dispatch.router_gemm(x, w)  # caches the plan
     assert torch.equal(got, spec.router_gemm(x, w)) and calls == [("router_gemm", "dot", 3)]
-    (kernel, (lx, lw, unread, lout)), = calls.raw
+    (kernel, (lx, lw, unread, lout, _workspace)), = calls.raw
     assert lx is x and lw is w and lout is got and kernel.bias_dtype is None and unread.shape == (1,)
     for bad_x in (offset(x), x.t().contiguous().t(), strided(x)):
         torch.testing.assert_close(dispatch.router_gemm(bad_x, w), spec.router_gemm(x, w))  # the torch tier

@@ -50,8 +50,8 @@ def test_mma_limit():
     assert _fits(ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 256, h, 4096, "mma", True), h)
 
 
-def test_dot_runs_without_a_cluster_where_the_share_fits():
-    # Measured on the H100: a cluster split cost 1.5-2 us at every shape (perf/NOTES.md).
+def test_dot_runs_without_a_split_where_the_share_fits():
+    # Measured on the H100: a split of H cost 1.5-2 us at every shape (perf/NOTES.md).
     for name in ("deepseek-v3", "kimi-k2", "gpt-oss-120b", "minimax-m2", "qwen3-235b-a22b"):
         p = presets.get(name)
         for m in (1, 2, 4, 8):
@@ -64,3 +64,52 @@ def test_a_config_that_reuses_stages_is_refused():
     kernel = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 1, 7168, 256, "dot", True)
     short = kernel.__class__(**{**kernel.__dict__, "stages": kernel.stages - 1})
     assert kernel.holds_share(7168) and not short.holds_share(7168)
+
+
+@pytest.mark.parametrize("h,e,w_dtype", SHAPES)
+def test_split_reductions_stay_within_their_limits(h, e, w_dtype):
+    """A global-reduce split never needs more counters than the workspace's fixed region; a
+    cluster split stays a portable cluster size; the fused kernel splits across clusters only."""
+    from cute_kernels.kernels.router_gemm import WORKSPACE_COUNTERS
+
+    for m in M_VALUES + [5000]:
+        kernels = [ops.router_gemm_kernel("bfloat16", w_dtype, "float32", None, m, h, e, "dot", True)]
+        if ops.mma_dtypes("bfloat16", w_dtype) and h <= ops.ROUTER_MMA_MAX_H:
+            kernels.append(ops.router_gemm_kernel("bfloat16", w_dtype, "float32", None, m, h, e, "mma", True))
+        for k in kernels:
+            if k.uses_workspace:
+                assert k.output_tiles(m, e) <= WORKSPACE_COUNTERS, k
+                assert k.workspace_ints(m, e) == WORKSPACE_COUNTERS + k.output_tiles(m, e) * k.split_k * (
+                    k.m_tile * k.e_tile)
+            else:
+                assert k.workspace_ints(m, e) == 0 and k.split_k <= 8, k
+        try:
+            fused = ops.norm_router_gemm_kernel("bfloat16", "bfloat16", w_dtype, "float32", m, h, e, True)
+        except ValueError:
+            continue
+        assert not fused.uses_workspace, fused
+
+
+def test_mma_reduces_across_a_cluster_up_to_16_tokens_and_through_the_workspace_above():
+    # Measured on the H100 (perf/NOTES.md): DeepSeek-V3 M = 16 4.40 us across a cluster against 4.73
+    # through the workspace; M = 64 7.1 against 11.0.
+    for name in ("deepseek-v3", "kimi-k2", "gpt-oss-120b", "qwen3-235b-a22b"):
+        p = presets.get(name)
+        for m in (5, 8, 16, 17, 64, 128):
+            k = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, p.hidden_size, p.num_experts,
+                                       "mma", True)
+            assert k.uses_cluster == (m <= ops.MMA_CLUSTER_MAX_M), (name, m, k)
+            assert k.uses_workspace == (m > ops.MMA_CLUSTER_MAX_M), (name, m, k)
+
+
+def test_reduce_is_validated():
+    from cute_kernels.kernels.router_gemm import NormRouterGemm, RouterGemm
+
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        RouterGemm("bfloat16", "bfloat16", "float32", None, "mma", 16, 8, 2, 1, True, reduce="atomic")
+    with pytest.raises(ValueError, match="portable cluster size"):
+        RouterGemm("bfloat16", "bfloat16", "float32", None, "mma", 16, 8, 16, 1, True, reduce="cluster")
+    RouterGemm("bfloat16", "bfloat16", "float32", None, "mma", 16, 8, 16, 1, True, reduce="global")
+    with pytest.raises(ValueError, match="splits H across a cluster only"):
+        NormRouterGemm("bfloat16", "bfloat16", "float32", None, "dot", 2, 1, 2, 1, True, 8, "global",
+                       norm_dtype="bfloat16")

@@ -2,15 +2,15 @@
 
 M is small (tokens in flight), so the kernel is a weight stream: every byte of W is read once and
 used M times. The grid tiles (experts, tokens), a few experts per CTA (E = 256 at 2 per CTA: 128
-CTAs each streaming 28 KB), and splits H across the CTAs of a thread-block cluster where a CTA's
-share would not fit in shared memory or the tiles are too few (the mma variant's 16-expert tiles):
+CTAs each streaming 28 KB), and splits H across CTAs where a CTA's share would not fit in shared
+memory or the tiles are too few (the mma variant's 16- and 32-expert tiles):
 
 - One producer warp requests the CTA's whole share of H at once with TMA tile copies: one
   shared-memory stage per k tile, holding a [e_tile, k_tile] slice of W and the matching
   [m_tile, k_tile] slice of x, guarded by its own mbarrier. Stages are never reused: a ring that
   wrapped (refilling a stage once its consumers released it) gave wrong sums on the H100 for
   some configs, a race not yet understood, so configs whose share does not fit are refused
-  (the host picks a smaller token tile or a cluster split instead). W does not depend on the
+  (the host picks a smaller token tile or a split of H instead). W does not depend on the
   previous kernel, so with PDL every W tile is requested before ``griddepcontrol.wait``; only
   the x tiles wait.
 - Consumer warps turn each stage into partial sums, by one of two variants:
@@ -21,8 +21,12 @@ share would not fit in shared memory or the tiles are too few (the mma variant's
   ``mma``: tensor cores (mma.sync m16n8k16, bf16/fp16 in, fp32 accumulate) with experts as the
   MMA's M dimension (swap-AB) so one token still fills an 8-wide N; warps own 32-column chunks.
 - Each warp leaves one partial tile; the warps' tiles are summed in shared memory.
-- The CTAs of a cluster (split_k > 1) reduce their partial tiles through distributed shared
-  memory in a fixed order (no atomics: bitwise-deterministic), add the bias, round once and store.
+- CTAs that split H (split_k > 1) combine their partial tiles in a fixed rank order, so results
+  are bitwise-deterministic, by one of two means (``reduce``): across a thread-block cluster,
+  each CTA reads its peers' tiles through distributed shared memory; or through a global
+  workspace, each CTA writes its tile and counts itself in at the tile's arrival counter, and
+  the last to arrive sums all of them (the counter only elects that CTA; no atomic touches a
+  sum). Then the bias, one rounding and the store.
 
 Out-of-range rows/columns (partial E, M or H tiles) arrive as zeros from TMA, so only the final
 store is masked. H must be a multiple of 8 (TMA needs 16-byte row strides).
@@ -37,6 +41,11 @@ from .dsl import T, cpasync, cute, cutlass, dsl_user_op, llvm
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 VARIANTS = ("dot", "mma")
+REDUCES = ("cluster", "global")
+# int32 arrival counters at the head of a global-reduce workspace, one per output tile; fp32
+# partial tiles follow. The counters are zero between launches (the last CTA of a tile resets
+# its own), so the region has a fixed size and is zeroed once, when the workspace is made.
+WORKSPACE_COUNTERS = 8192
 WARP = 32
 VEC_BYTES = 16
 MMA_K = 32  # columns one warp consumes per step: two m16n8k16 MMAs
@@ -51,10 +60,14 @@ class RouterGemm:
     variant: str  # "dot" | "mma"
     e_tile: int  # experts per CTA
     m_tile: int  # tokens per CTA
-    split_k: int  # CTAs per cluster, each taking 1/split_k of H
+    split_k: int  # CTAs along H, each taking 1/split_k of it
     stages: int  # shared-memory stages: at least the k tiles of one CTA's share of H
     pdl: bool
     consumer_warps: int = 4
+    # How split_k > 1 CTAs combine their partial tiles: "cluster" (the CTAs form a thread-block
+    # cluster and read each other's through DSMEM) or "global" (each writes its tile to a
+    # workspace; the last to arrive at the tile's counter sums them).
+    reduce: str = "cluster"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -66,8 +79,30 @@ class RouterGemm:
                 raise ValueError("the mma variant tiles experts by 16 and tokens by 8")
         if self.e_tile < 1 or self.consumer_warps < 1:
             raise ValueError("e_tile and consumer_warps must be >= 1")
-        if not 1 <= self.split_k <= 8:
-            raise ValueError("split_k is a portable cluster size: 1 to 8")
+        if self.reduce not in REDUCES:
+            raise ValueError(f"reduce must be one of {REDUCES}; got {self.reduce!r}")
+        if self.reduce == "cluster" and not 1 <= self.split_k <= 8:
+            raise ValueError("split_k across a cluster is a portable cluster size: 1 to 8")
+        if not 1 <= self.split_k <= 64:
+            raise ValueError("split_k must be 1 to 64")
+
+    @property
+    def uses_cluster(self) -> bool:
+        return self.split_k > 1 and self.reduce == "cluster"
+
+    @property
+    def uses_workspace(self) -> bool:
+        return self.split_k > 1 and self.reduce == "global"
+
+    def workspace_ints(self, m: int, e: int) -> int:
+        """int32 words of workspace a launch needs (0 without a global reduction): the counter
+        region, then one fp32 partial tile per (output tile, split rank)."""
+        if not self.uses_workspace:
+            return 0
+        return WORKSPACE_COUNTERS + self.output_tiles(m, e) * self.split_k * self.m_tile * self.e_tile
+
+    def output_tiles(self, m: int, e: int) -> int:
+        return -(-e // self.e_tile) * -(-m // self.m_tile)
 
     @property
     def k_tile(self) -> int:
@@ -132,8 +167,9 @@ class RouterGemm:
 
     @property
     def fixed_smem(self) -> int:
-        """Shared memory that does not grow with ``stages``."""
-        return self.red_bytes
+        """Shared memory that does not grow with ``stages``: the partial tiles, and with the
+        global reduction the flag that says whether this CTA finishes the tile."""
+        return self.red_bytes + (8 if self.uses_workspace else 0)
 
     def smem_bytes(self) -> int:
         return self.stages * self.smem_per_stage + self.fixed_smem
@@ -147,6 +183,8 @@ class RouterGemm:
             # Without bias the slot takes any one-element fp32 tensor and is never read.
             fake_tensor(self.bias_dtype, (e,), (1,), 2) if self.bias_dtype else fake_tensor("float32", (1,), (1,), 4),
             fake_tensor(self.out_dtype, (m, e), (e, 1), 4),
+            # The global reduction's workspace (workspace_ints); any int32 tensor when unused.
+            fake_tensor("int32", (cute.sym_int(),), (1,), 16),
             fake_stream(),
         )
 
@@ -159,31 +197,34 @@ class RouterGemm:
     def launch_args(self, x, w) -> dict:
         grid_e = cute.ceil_div(cute.size(w, mode=[0]), self.e_tile) * self.split_k
         grid_m = cute.ceil_div(cute.size(x, mode=[0]), self.m_tile)
-        return dict(grid=[grid_e, grid_m, 1], block=[self.threads, 1, 1], cluster=[self.split_k, 1, 1],
+        cluster = self.split_k if self.uses_cluster else 1
+        return dict(grid=[grid_e, grid_m, 1], block=[self.threads, 1, 1], cluster=[cluster, 1, 1],
                     smem=self.smem_bytes(), use_pdl=self.pdl)
 
     @cute.jit
-    def __call__(self, x: cute.Tensor, w: cute.Tensor, bias: cute.Tensor, out: cute.Tensor, stream):
+    def __call__(self, x: cute.Tensor, w: cute.Tensor, bias: cute.Tensor, out: cute.Tensor,
+                 workspace: cute.Tensor, stream):
         tma_w, tma_x = self.tma_atom(w, self.e_tile), self.tma_atom(x, self.m_tile)
-        self.kernel(tma_w.atom, tma_w.tma_tensor, tma_x.atom, tma_x.tma_tensor, bias, out).launch(
+        self.kernel(tma_w.atom, tma_w.tma_tensor, tma_x.atom, tma_x.tma_tensor, bias, out, workspace).launch(
             stream=stream, **self.launch_args(x, w))
 
     @cute.kernel
     def kernel(self, tma_w_atom: cute.CopyAtom, mw: cute.Tensor, tma_x_atom: cute.CopyAtom, mx: cute.Tensor,
-               bias: cute.Tensor, out: cute.Tensor):
-        self.run_cta(tma_w_atom, mw, tma_x_atom, mx, bias, out, None)
+               bias: cute.Tensor, out: cute.Tensor, workspace: cute.Tensor):
+        self.run_cta(tma_w_atom, mw, tma_x_atom, mx, bias, out, None, workspace)
 
     @cute.jit
-    def run_cta(self, tma_w_atom, mw, tma_x_atom, mx, bias, out, norm):
+    def run_cta(self, tma_w_atom, mw, tma_x_atom, mx, bias, out, norm, workspace=None):
         """One CTA: set up the stages, produce or consume, reduce and store. ``norm`` carries the
-        RMSNorm operands of ``NormRouterGemm`` (None here)."""
+        RMSNorm operands of ``NormRouterGemm`` (None here); ``workspace`` the global reduction's
+        counters and partial tiles (read only when ``uses_workspace``)."""
         tidx, _, _ = cute.arch.thread_idx()
         bidx, bidy, _ = cute.arch.block_idx()
         warp = cute.arch.make_warp_uniform(tidx // WARP)
         lane = tidx % WARP
         k_tile, stages = self.k_tile, self.stages
 
-        rank = bidx % self.split_k  # == the CTA's rank in its cluster (cluster = [split_k, 1, 1])
+        rank = bidx % self.split_k  # the CTA's part of H (== its rank in the cluster, if any)
         e_blk = bidx // self.split_k
         h = cute.size(mw, mode=[1])
         n_k = cute.ceil_div(h, k_tile)
@@ -207,6 +248,7 @@ class RouterGemm:
             (self.red_slices, self.m_tile, self.e_tile),
             stride=(self.m_tile * self.e_tile, self.e_tile, 1)), 16)
         full = smem.allocate_array(cutlass.Int64, stages, byte_alignment=8)
+        last = smem.allocate_array(Int32, 1, byte_alignment=4) if cutlass.const_expr(self.uses_workspace) else None
 
         if warp == 0:
             with cute.arch.elect_one():
@@ -226,10 +268,10 @@ class RouterGemm:
             else:
                 self.consume_dot(s_w, s_x, red, full, warp, lane, k_count, norm)
 
-        self.reduce_and_store(red, bias, out, e_blk, bidy, rank, tidx, h, norm)
+        self.reduce_and_store(red, bias, out, e_blk, bidy, rank, tidx, h, norm, workspace, last)
         if cutlass.const_expr(norm is not None):
             self.store_normed(norm, s_x, e_blk, bidy, k_begin, k_count, tidx, h, cute.size(out, mode=[1]))
-        if cutlass.const_expr(self.split_k > 1):
+        if cutlass.const_expr(self.uses_cluster):
             # Peers may still be reading this CTA's partials: stay resident until they are done.
             cute.arch.cluster_arrive()
             cute.arch.cluster_wait()
@@ -389,13 +431,15 @@ class RouterGemm:
                     norm.stats[2 + warp, n * 8 + r] = v
 
     @cute.jit
-    def reduce_and_store(self, red, bias, out, e_blk, m_blk, rank, tidx, h, norm=None):
+    def reduce_and_store(self, red, bias, out, e_blk, m_blk, rank, tidx, h, norm=None, workspace=None, last=None):
         """Sum the partial tiles, add the bias, round once, store. Fixed order (warp slices,
-        then cluster ranks), so results are bitwise-reproducible. Works on ``red_vec``-float
-        vectors: the consumer warps first fold their slices into slice 0, then each CTA of the
-        cluster finalises every split_k-th vector, issuing all its peers' DSMEM loads before
-        summing (one remote latency per vector, not one per peer). Ends with the cluster's
-        partials still needed by peers: the caller holds the CTA resident (second cluster barrier)."""
+        then split ranks), so results are bitwise-reproducible. Works on ``red_vec``-float
+        vectors: the consumer warps first fold their slices into slice 0. Across a cluster, each
+        CTA then finalises every split_k-th vector, issuing all its peers' DSMEM loads before
+        summing (one remote latency per vector, not one per peer); it ends with the cluster's
+        partials still needed by peers: the caller holds the CTA resident (second cluster
+        barrier). With the global reduction, each CTA publishes its tile (``publish_partial``)
+        and the last of the tile's CTAs to arrive sums all of them in rank order."""
         consumer_threads = self.consumer_warps * WARP
         rv = self.red_vec
         n_vec = self.m_tile * self.e_tile // rv
@@ -416,39 +460,88 @@ class RouterGemm:
                         for w in cutlass.range_constexpr(1, self.consumer_warps):
                             q = q + norm.stats[2 + w, tidx]
                         norm.stats[0, tidx] = q
-        if cutlass.const_expr(self.split_k > 1):
+        if cutlass.const_expr(self.uses_cluster):
             cute.arch.cluster_arrive()
             cute.arch.cluster_wait()
         else:
             cute.arch.sync_threads()
-        m_total = cute.size(out, mode=[0])
         e_total = cute.size(out, mode=[1])
+        tile = m_blk * cute.ceil_div(e_total, self.e_tile) + e_blk
+        partials = None
+        if cutlass.const_expr(self.uses_workspace):
+            partials = cute.recast_ptr(workspace.iterator + WORKSPACE_COUNTERS, dtype=Float32)
+            self.publish_partial(vecs, n_vec, workspace, partials, last, tile, rank, tidx)
         if tidx < consumer_threads:
             if cutlass.const_expr(norm is not None):
                 self.finish_rms(norm, h, tidx, consumer_threads)
-            total = cute.make_rmem_tensor(cute.make_layout(rv), Float32)
-            for v in cutlass.range(rank + tidx * self.split_k, n_vec, self.split_k * consumer_threads, unroll=1):
-                if cutlass.const_expr(self.split_k > 1):
-                    parts = [load_dsmem(red.iterator + v * rv, p, rv) for p in range(self.split_k)]
-                    for j in cutlass.range_constexpr(rv):
-                        acc = parts[0][j]
-                        for p in cutlass.range_constexpr(1, self.split_k):
-                            acc = acc + parts[p][j]
-                        total[j] = acc
+            if cutlass.const_expr(self.uses_workspace):
+                if last[0] != 0:
+                    cute.arch.fence_acq_rel_gpu()  # the other CTAs' tiles, published before their arrival
+                    self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, partials, tile)
+            else:
+                self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, red, tile)
+
+    @cute.jit
+    def publish_partial(self, vecs, n_vec, workspace, partials, last, tile, rank, tidx):
+        """Global reduction: write this CTA's partial tile to its workspace slot, then count it in
+        at the tile's counter (release); ``last[0]`` says whether it was the tile's last (then the
+        counter is reset for the next launch, which starts only after this grid completes)."""
+        consumer_threads = self.consumer_warps * WARP
+        rv = self.red_vec
+        if tidx < consumer_threads:
+            mine = partials + (tile * self.split_k + rank) * (n_vec * rv)
+            for v in cutlass.range(tidx, n_vec, consumer_threads, unroll=1):
+                cute.make_tensor(mine + v * rv, cute.make_layout(rv)).store(vecs[(None, v)].load())
+            cute.arch.fence_acq_rel_gpu()
+            cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
+            if tidx == 0:
+                arrived = cute.arch.atomic_add(workspace.iterator + tile, Int32(1), sem="acq_rel", scope="gpu")
+                is_last = Int32(0)
+                if arrived == self.split_k - 1:
+                    is_last = Int32(1)
+                    workspace[tile] = Int32(0)
+                last[0] = is_last
+            cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
+
+    @cute.jit
+    def store_tile(self, vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, parts_at, tile):
+        """Finalise this CTA's vectors of the output tile: the partial tiles summed in rank order
+        (``parts_at``: the cluster's ``red`` tiles, or the workspace's partials), times 1 / rms
+        with the norm, plus the bias; masked store."""
+        consumer_threads = self.consumer_warps * WARP
+        rv = self.red_vec
+        m_total = cute.size(out, mode=[0])
+        e_total = cute.size(out, mode=[1])
+        total = cute.make_rmem_tensor(cute.make_layout(rv), Float32)
+        first, step = tidx, consumer_threads
+        if cutlass.const_expr(self.uses_cluster):
+            first, step = rank + tidx * self.split_k, self.split_k * consumer_threads
+        for v in cutlass.range(first, n_vec, step, unroll=1):
+            if cutlass.const_expr(self.split_k > 1):
+                if cutlass.const_expr(self.uses_cluster):
+                    parts = [load_dsmem(parts_at.iterator + v * rv, p, rv) for p in range(self.split_k)]
                 else:
-                    total.store(vecs[(None, v)].load())
-                mi = (v * rv) // self.e_tile
-                m = m_blk * self.m_tile + mi
-                e0 = e_blk * self.e_tile + v * rv - mi * self.e_tile
+                    base = parts_at + tile * self.split_k * (n_vec * rv) + v * rv
+                    parts = [load_global_cg(base + p * (n_vec * rv), rv) for p in range(self.split_k)]
                 for j in cutlass.range_constexpr(rv):
-                    e = e0 + j
-                    if m < m_total and e < e_total:
-                        y = total[j]
-                        if cutlass.const_expr(norm is not None):
-                            y = y * norm.stats[1, mi]
-                        if cutlass.const_expr(self.bias_dtype is not None):
-                            y = y + bias[e].to(Float32)
-                        out[m, e] = y.to(dtype(self.out_dtype))
+                    acc = parts[0][j]
+                    for p in cutlass.range_constexpr(1, self.split_k):
+                        acc = acc + parts[p][j]
+                    total[j] = acc
+            else:
+                total.store(vecs[(None, v)].load())
+            mi = (v * rv) // self.e_tile
+            m = m_blk * self.m_tile + mi
+            e0 = e_blk * self.e_tile + v * rv - mi * self.e_tile
+            for j in cutlass.range_constexpr(rv):
+                e = e0 + j
+                if m < m_total and e < e_total:
+                    y = total[j]
+                    if cutlass.const_expr(norm is not None):
+                        y = y * norm.stats[1, mi]
+                    if cutlass.const_expr(self.bias_dtype is not None):
+                        y = y + bias[e].to(Float32)
+                    out[m, e] = y.to(dtype(self.out_dtype))
 
     @cute.jit
     def finish_rms(self, norm, h, tidx, consumer_threads):
@@ -456,7 +549,7 @@ class RouterGemm:
         for every consumer thread to read."""
         if tidx < self.m_tile:
             q = norm.stats[0, tidx]
-            if cutlass.const_expr(self.split_k > 1):
+            if cutlass.const_expr(self.uses_cluster):
                 parts = [load_dsmem(norm.stats.iterator + tidx, p, 1)[0] for p in range(self.split_k)]
                 q = parts[0]
                 for p in cutlass.range_constexpr(1, self.split_k):
@@ -521,6 +614,9 @@ class NormRouterGemm(RouterGemm):
                              "(x * norm_weight must split exactly into two bf16 halves)")
         if WIDTHS[self.x_dtype] != 16:
             raise ValueError("the fused norm takes bfloat16 or float16 x")
+        if self.uses_workspace:
+            raise ValueError("the fused norm splits H across a cluster only: every CTA needs the row's rms "
+                             "to write its columns of normed x")
 
     @property
     def x_tile_bytes(self) -> int:
@@ -589,14 +685,25 @@ def load_dsmem(ptr, rank, n: int, *, loc=None, ip=None):
     """The ``n`` (1, 2 or 4) fp32 at shared-memory pointer ``ptr`` (aligned to 4 n bytes) of the
     cluster's CTA ``rank``."""
     addr = Int32(cute.arch.map_dsmem_ptr(ptr, rank, loc=loc, ip=ip).toint(loc=loc, ip=ip))
+    return _load_f32s("ld.shared::cluster", "r", addr, n, loc=loc, ip=ip)
+
+
+@dsl_user_op
+def load_global_cg(ptr, n: int, *, loc=None, ip=None):
+    """The ``n`` (1, 2 or 4) fp32 at global pointer ``ptr`` (aligned to 4 n bytes), read from L2
+    (other CTAs of this grid wrote them)."""
+    return _load_f32s("ld.global.cg", "l", ptr.toint(loc=loc, ip=ip), n, loc=loc, ip=ip)
+
+
+def _load_f32s(op: str, addr_constraint: str, addr, n: int, *, loc=None, ip=None):
     regs = ", ".join(f"${i}" for i in range(n))
     shape = "" if n == 1 else f".v{n}"
     dst = regs if n == 1 else "{" + regs + "}"
-    # Side effects: keeps the load below the cluster barrier that publishes the data.
+    # Side effects: keeps the load below the barrier or fence that publishes the data.
     res = llvm.inline_asm(llvm.StructType.get_literal([T.f32()] * n) if n > 1 else T.f32(),
-                          [addr.ir_value(loc=loc, ip=ip)], f"ld.shared::cluster{shape}.f32 {dst}, [${n}];",
-                          ",".join(["=f"] * n) + ",r", has_side_effects=True, is_align_stack=False,
-                          asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
+                          [addr.ir_value(loc=loc, ip=ip)], f"{op}{shape}.f32 {dst}, [${n}];",
+                          ",".join(["=f"] * n) + "," + addr_constraint, has_side_effects=True,
+                          is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
     if n == 1:
         return [Float32(res)]
     return [Float32(llvm.extractvalue(T.f32(), res, [i], loc=loc, ip=ip)) for i in range(n)]
