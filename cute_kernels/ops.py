@@ -277,19 +277,19 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
             (e_tile, m_tile, split_k, None) for e_tile in (32, 16) for split_k in (16, 32)]
     else:
         candidates = [(16, tile, split_k, None) for tile in (32, 16, 8) for split_k in MMA_SPLITS]
-    fitting, n_k = [], -(-h // make(16, 8, 1).k_tile)
+    fitting, n_k = None, -(-h // make(16, 8, 1).k_tile)
     for e_tile, tile, split_k, reduce in candidates:
         split_k = min(split_k, n_k)  # at least one k tile per CTA
         probe = make(e_tile, tile, split_k, reduce)
         if probe is None:
             continue
         if stages := router_stages(probe, h):
-            fitting.append(dataclasses.replace(probe, stages=stages))
+            fitting = dataclasses.replace(probe, stages=stages)
             ctas = -(-e // e_tile) * -(-m // tile) * split_k
             if m <= MMA_CLUSTER_MAX_M or ctas >= MMA_CTAS_PER_SM * num_sms:
-                return fitting[-1]
-    if fitting:  # none reaches one CTA per SM: the most split
-        return fitting[-1]
+                return fitting
+    if fitting:  # none reaches one CTA per SM: the last that fits (the most split)
+        return fitting
     raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
 
 

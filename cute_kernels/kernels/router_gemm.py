@@ -465,31 +465,31 @@ class RouterGemm:
             cute.arch.cluster_wait()
         else:
             cute.arch.sync_threads()
-        e_total = cute.size(out, mode=[1])
-        tile = m_blk * cute.ceil_div(e_total, self.e_tile) + e_blk
-        partials = None
         if cutlass.const_expr(self.uses_workspace):
-            partials = cute.recast_ptr(workspace.iterator + WORKSPACE_COUNTERS, dtype=Float32)
-            self.publish_partial(vecs, n_vec, workspace, partials, last, tile, rank, tidx)
+            # This output tile's split_k partial tiles, in rank order, after the counters.
+            tile = m_blk * cute.ceil_div(cute.size(out, mode=[1]), self.e_tile) + e_blk
+            parts_at = cute.recast_ptr(workspace.iterator + WORKSPACE_COUNTERS, dtype=Float32) + (
+                tile * self.split_k * self.m_tile * self.e_tile)
+            self.publish_partial(vecs, n_vec, workspace, parts_at, last, tile, rank, tidx)
         if tidx < consumer_threads:
             if cutlass.const_expr(norm is not None):
                 self.finish_rms(norm, h, tidx, consumer_threads)
             if cutlass.const_expr(self.uses_workspace):
                 if last[0] != 0:
                     cute.arch.fence_acq_rel_gpu()  # the other CTAs' tiles, published before their arrival
-                    self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, partials, tile)
+                    self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, parts_at)
             else:
-                self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, red, tile)
+                self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, red)
 
     @cute.jit
-    def publish_partial(self, vecs, n_vec, workspace, partials, last, tile, rank, tidx):
-        """Global reduction: write this CTA's partial tile to its workspace slot, then count it in
-        at the tile's counter (release); ``last[0]`` says whether it was the tile's last (then the
-        counter is reset for the next launch, which starts only after this grid completes)."""
+    def publish_partial(self, vecs, n_vec, workspace, parts_at, last, tile, rank, tidx):
+        """Global reduction: write this CTA's partial tile to its slot of ``parts_at``, then count
+        it in at the tile's counter (release); ``last[0]`` says whether it was the tile's last (then
+        the counter is reset for the next launch, which starts only after this grid completes)."""
         consumer_threads = self.consumer_warps * WARP
         rv = self.red_vec
         if tidx < consumer_threads:
-            mine = partials + (tile * self.split_k + rank) * (n_vec * rv)
+            mine = parts_at + rank * (n_vec * rv)
             for v in cutlass.range(tidx, n_vec, consumer_threads, unroll=1):
                 cute.make_tensor(mine + v * rv, cute.make_layout(rv)).store(vecs[(None, v)].load())
             cute.arch.fence_acq_rel_gpu()
@@ -504,10 +504,10 @@ class RouterGemm:
             cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
 
     @cute.jit
-    def store_tile(self, vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, parts_at, tile):
+    def store_tile(self, vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, parts_at):
         """Finalise this CTA's vectors of the output tile: the partial tiles summed in rank order
-        (``parts_at``: the cluster's ``red`` tiles, or the workspace's partials), times 1 / rms
-        with the norm, plus the bias; masked store."""
+        (``parts_at``: the cluster's ``red`` tiles, or this tile's partials in the workspace),
+        times 1 / rms with the norm, plus the bias; masked store."""
         consumer_threads = self.consumer_warps * WARP
         rv = self.red_vec
         m_total = cute.size(out, mode=[0])
@@ -521,8 +521,7 @@ class RouterGemm:
                 if cutlass.const_expr(self.uses_cluster):
                     parts = [load_dsmem(parts_at.iterator + v * rv, p, rv) for p in range(self.split_k)]
                 else:
-                    base = parts_at + tile * self.split_k * (n_vec * rv) + v * rv
-                    parts = [load_global_cg(base + p * (n_vec * rv), rv) for p in range(self.split_k)]
+                    parts = [load_global_cg(parts_at + p * (n_vec * rv) + v * rv, rv) for p in range(self.split_k)]
                 for j in cutlass.range_constexpr(rv):
                     acc = parts[0][j]
                     for p in cutlass.range_constexpr(1, self.split_k):
