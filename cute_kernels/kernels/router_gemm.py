@@ -23,7 +23,9 @@ memory or the tiles are too few (the mma variant's 16- and 32-expert tiles):
 - Each warp leaves one partial tile; the warps' tiles are summed in shared memory.
 - CTAs that split H (split_k > 1) combine their partial tiles in a fixed rank order, so results
   are bitwise-deterministic, by one of two means (``reduce``): across a thread-block cluster,
-  each CTA reads its peers' tiles through distributed shared memory; or through a global
+  CTA r finalises every split_k-th vector of the tile, and each CTA sends those vectors of its
+  partial tile to CTA r's inbox in distributed shared memory (``st.async``, counted by the
+  inbox's mbarrier: no cluster-wide barrier after the start, no remote reads); or through a global
   workspace, each CTA writes its tile and counts itself in at the tile's arrival counter, and
   the last to arrive sums all of them (the counter only elects that CTA; no atomic touches a
   sum). Then the bias, one rounding and the store.
@@ -166,10 +168,23 @@ class RouterGemm:
         return self.red_slices * self.m_tile * self.e_tile * 4
 
     @property
+    def owned_vecs(self) -> int:
+        """Across a cluster, CTA r finalises vectors r, r + split_k, ...: at most this many."""
+        return -(-(self.m_tile * self.e_tile // self.red_vec) // self.split_k)
+
+    @property
+    def inbox_bytes(self) -> int:
+        """Across a cluster, the partials every peer sends this CTA: one slot of its owned
+        vectors per rank."""
+        return self.split_k * self.owned_vecs * self.red_vec * 4 if self.uses_cluster else 0
+
+    @property
     def fixed_smem(self) -> int:
-        """Shared memory that does not grow with ``stages``: the partial tiles, and with the
-        global reduction the flag that says whether this CTA finishes the tile."""
-        return self.red_bytes + (8 if self.uses_workspace else 0)
+        """Shared memory that does not grow with ``stages``: the partial tiles; across a cluster
+        the inbox and its barrier; with the global reduction the flag that says whether this CTA
+        finishes the tile; 16 bytes for the padding between them."""
+        return (self.red_bytes + self.inbox_bytes + (8 if self.uses_cluster else 0)
+                + (8 if self.uses_workspace else 0) + 16)
 
     def smem_bytes(self) -> int:
         return self.stages * self.smem_per_stage + self.fixed_smem
@@ -249,13 +264,28 @@ class RouterGemm:
             stride=(self.m_tile * self.e_tile, self.e_tile, 1)), 16)
         full = smem.allocate_array(cutlass.Int64, stages, byte_alignment=8)
         last = smem.allocate_array(Int32, 1, byte_alignment=4) if cutlass.const_expr(self.uses_workspace) else None
+        inbox = None
+        if cutlass.const_expr(self.uses_cluster):
+            inbox = Inbox(
+                parts=smem.allocate_tensor(Float32, cute.make_layout(
+                    (self.split_k, self.owned_vecs * self.red_vec), stride=(self.owned_vecs * self.red_vec, 1)), 16),
+                stats=smem.allocate_tensor(Float32, cute.make_layout(
+                    (self.split_k, self.m_tile), stride=(self.m_tile, 1)), 16) if cutlass.const_expr(
+                    norm is not None) else None,
+                full=smem.allocate_array(cutlass.Int64, 1, byte_alignment=8))
 
         if warp == 0:
             with cute.arch.elect_one():
                 for s in cutlass.range_constexpr(stages):
                     cute.arch.mbarrier_init(full + s, 1)
+                if cutlass.const_expr(self.uses_cluster):
+                    cute.arch.mbarrier_init(inbox.full, 1)
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
+        if cutlass.const_expr(self.uses_cluster):
+            # Peers send to this CTA's inbox only after the matching wait (reduce_and_store), so
+            # its barrier is initialised by then; the wait itself is long satisfied.
+            cute.arch.cluster_arrive_relaxed()
 
         if warp == self.consumer_warps:
             self.produce(tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, e_blk, bidy, k_begin, k_count, norm)
@@ -268,13 +298,9 @@ class RouterGemm:
             else:
                 self.consume_dot(s_w, s_x, red, full, warp, lane, k_count, norm)
 
-        self.reduce_and_store(red, bias, out, e_blk, bidy, rank, tidx, h, norm, workspace, last)
+        self.reduce_and_store(red, bias, out, e_blk, bidy, rank, tidx, h, norm, workspace, last, inbox)
         if cutlass.const_expr(norm is not None):
             self.store_normed(norm, s_x, e_blk, bidy, k_begin, k_count, tidx, h, cute.size(out, mode=[1]))
-        if cutlass.const_expr(self.uses_cluster):
-            # Peers may still be reading this CTA's partials: stay resident until they are done.
-            cute.arch.cluster_arrive()
-            cute.arch.cluster_wait()
 
     @cute.jit
     def produce(self, tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, e_blk, m_blk, k_begin, k_count, norm):
@@ -431,21 +457,20 @@ class RouterGemm:
                     norm.stats[2 + warp, n * 8 + r] = v
 
     @cute.jit
-    def reduce_and_store(self, red, bias, out, e_blk, m_blk, rank, tidx, h, norm=None, workspace=None, last=None):
+    def reduce_and_store(self, red, bias, out, e_blk, m_blk, rank, tidx, h, norm=None, workspace=None, last=None,
+                         inbox=None):
         """Sum the partial tiles, add the bias, round once, store. Fixed order (warp slices,
         then split ranks), so results are bitwise-reproducible. Works on ``red_vec``-float
         vectors: the consumer warps first fold their slices into slice 0. Across a cluster, each
-        CTA then finalises every split_k-th vector, issuing all its peers' DSMEM loads before
-        summing (one remote latency per vector, not one per peer); it ends with the cluster's
-        partials still needed by peers: the caller holds the CTA resident (second cluster
-        barrier). With the global reduction, each CTA publishes its tile (``publish_partial``)
-        and the last of the tile's CTAs to arrive sums all of them in rank order."""
+        CTA then sends its vectors to the CTAs that finalise them (``send_partials``) and sums
+        what it receives. With the global reduction, each CTA publishes its tile
+        (``publish_partial``) and the last of the tile's CTAs to arrive sums all of them."""
         consumer_threads = self.consumer_warps * WARP
         rv = self.red_vec
         n_vec = self.m_tile * self.e_tile // rv
         flat = cute.make_tensor(red.iterator, cute.make_layout(self.red_slices * n_vec * rv))
         vecs = cute.zipped_divide(flat, (rv,))  # (rv, slices * n_vec)
-        if cutlass.const_expr(self.red_slices > 1 or norm is not None):
+        if cutlass.const_expr(self.red_slices > 1 or norm is not None or self.uses_cluster):
             if tidx < consumer_threads:  # whole warps: the producer warp must not join this barrier
                 cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
                 if cutlass.const_expr(self.red_slices > 1):
@@ -461,8 +486,9 @@ class RouterGemm:
                             q = q + norm.stats[2 + w, tidx]
                         norm.stats[0, tidx] = q
         if cutlass.const_expr(self.uses_cluster):
-            cute.arch.cluster_arrive()
-            cute.arch.cluster_wait()
+            cute.arch.cluster_wait()  # pairs with run_cta's arrive: every peer's inbox barrier is ready
+            if tidx < consumer_threads:
+                self.send_partials(vecs, n_vec, norm, inbox, rank, tidx)
         else:
             cute.arch.sync_threads()
         if cutlass.const_expr(self.uses_workspace):
@@ -473,13 +499,35 @@ class RouterGemm:
             self.publish_partial(vecs, n_vec, workspace, parts_at, last, tile, rank, tidx)
         if tidx < consumer_threads:
             if cutlass.const_expr(norm is not None):
-                self.finish_rms(norm, h, tidx, consumer_threads)
+                self.finish_rms(norm, h, tidx, consumer_threads, inbox)
             if cutlass.const_expr(self.uses_workspace):
                 if last[0] != 0:
                     cute.arch.fence_acq_rel_gpu()  # the other CTAs' tiles, published before their arrival
                     self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, parts_at)
+            elif cutlass.const_expr(self.uses_cluster):
+                self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, inbox.parts)
             else:
                 self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, red)
+
+    @cute.jit
+    def send_partials(self, vecs, n_vec, norm, inbox, rank, tidx):
+        """Across a cluster: vector v of this CTA's folded tile goes to slot (rank, v // split_k)
+        of CTA (v % split_k)'s inbox, and with the norm each row's sum of squares to every CTA's
+        stats inbox; then this CTA waits until its own inbox holds every peer's share."""
+        consumer_threads = self.consumer_warps * WARP
+        rv, split = self.red_vec, self.split_k
+        for v in cutlass.range(tidx, n_vec, consumer_threads, unroll=1):
+            slot = inbox.parts.iterator + rank * (self.owned_vecs * rv) + (v // split) * rv
+            send_dsmem(slot, v % split, [vecs[(j, v)] for j in range(rv)], inbox.full)
+        expected = ((n_vec + split - 1 - rank) // split) * split * rv * 4  # split shares of the owned vectors
+        if cutlass.const_expr(norm is not None):
+            if tidx < self.m_tile:
+                for p in cutlass.range_constexpr(split):
+                    send_dsmem(inbox.stats.iterator + rank * self.m_tile + tidx, p, [norm.stats[0, tidx]], inbox.full)
+            expected = expected + split * self.m_tile * 4
+        if tidx == 0:
+            cute.arch.mbarrier_arrive_and_expect_tx(inbox.full, expected)
+        cute.arch.mbarrier_wait(inbox.full, 0)
 
     @cute.jit
     def publish_partial(self, vecs, n_vec, workspace, parts_at, last, tile, rank, tidx):
@@ -506,7 +554,7 @@ class RouterGemm:
     @cute.jit
     def store_tile(self, vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, parts_at):
         """Finalise this CTA's vectors of the output tile: the partial tiles summed in rank order
-        (``parts_at``: the cluster's ``red`` tiles, or this tile's partials in the workspace),
+        (``parts_at``: this CTA's inbox across a cluster, or the tile's partials in the workspace),
         times 1 / rms with the norm, plus the bias; masked store."""
         consumer_threads = self.consumer_warps * WARP
         rv = self.red_vec
@@ -519,7 +567,8 @@ class RouterGemm:
         for v in cutlass.range(first, n_vec, step, unroll=1):
             if cutlass.const_expr(self.split_k > 1):
                 if cutlass.const_expr(self.uses_cluster):
-                    parts = [load_dsmem(parts_at.iterator + v * rv, p, rv) for p in range(self.split_k)]
+                    slot = (v // self.split_k) * rv
+                    parts = [[parts_at[p, slot + j] for j in range(rv)] for p in range(self.split_k)]
                 else:
                     parts = [load_global_cg(parts_at + p * (n_vec * rv) + v * rv, rv) for p in range(self.split_k)]
                 for j in cutlass.range_constexpr(rv):
@@ -543,16 +592,15 @@ class RouterGemm:
                     out[m, e] = y.to(dtype(self.out_dtype))
 
     @cute.jit
-    def finish_rms(self, norm, h, tidx, consumer_threads):
+    def finish_rms(self, norm, h, tidx, consumer_threads, inbox=None):
         """1 / rms of each row from the cluster's partial sums of squares (fixed rank order),
         for every consumer thread to read."""
         if tidx < self.m_tile:
             q = norm.stats[0, tidx]
             if cutlass.const_expr(self.uses_cluster):
-                parts = [load_dsmem(norm.stats.iterator + tidx, p, 1)[0] for p in range(self.split_k)]
-                q = parts[0]
+                q = inbox.stats[0, tidx]
                 for p in cutlass.range_constexpr(1, self.split_k):
-                    q = q + parts[p]
+                    q = q + inbox.stats[p, tidx]
             norm.stats[1, tidx] = cute.math.rsqrt(q / Float32(h) + norm.eps)
         cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
 
@@ -581,6 +629,15 @@ class RouterGemm:
                     y = xv * norm.stats[1, mi] * nv
                     row = cute.zipped_divide(norm.normed[(m, None)], (vec,))
                     row[(None, col // vec)].store(y.to(dtype(self.x_dtype)))
+
+
+class Inbox(NamedTuple):
+    """Across a cluster, what the peers send a CTA: ``parts`` [split_k, owned vectors], the
+    split ranks' shares of the vectors it finalises; ``stats`` [split_k, m_tile], their sums of
+    squares (fused norm only); ``full``, the mbarrier their bytes complete on."""
+    parts: object
+    stats: object
+    full: object
 
 
 class NormOperands(NamedTuple):
@@ -624,7 +681,8 @@ class NormRouterGemm(RouterGemm):
     @property
     def fixed_smem(self) -> int:
         stats = (2 + self.consumer_warps) * self.m_tile * 4
-        return self.red_bytes + stats + 128  # + alignment
+        stats_inbox = self.split_k * self.m_tile * 4 if self.uses_cluster else 0
+        return super().fixed_smem + stats + stats_inbox + 128  # + the tiles' alignment
 
     def fake_args(self):
         m, e = cute.sym_int(), cute.sym_int()
@@ -680,11 +738,18 @@ def mma_m16n8k16(ab_dtype: str, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3, *, loc=N
 
 
 @dsl_user_op
-def load_dsmem(ptr, rank, n: int, *, loc=None, ip=None):
-    """The ``n`` (1, 2 or 4) fp32 at shared-memory pointer ``ptr`` (aligned to 4 n bytes) of the
-    cluster's CTA ``rank``."""
-    addr = Int32(cute.arch.map_dsmem_ptr(ptr, rank, loc=loc, ip=ip).toint(loc=loc, ip=ip))
-    return _load_f32s("ld.shared::cluster", "r", addr, n, loc=loc, ip=ip)
+def send_dsmem(ptr, rank, values, mbar, *, loc=None, ip=None):
+    """``st.async`` of 1, 2 or 4 fp32 ``values`` to shared-memory pointer ``ptr`` (aligned to
+    4 n bytes) of the cluster's CTA ``rank``; their bytes complete on that CTA's mbarrier
+    ``mbar`` (the same offset in its shared memory)."""
+    n = len(values)
+    dsmem = lambda p: Int32(cute.arch.map_dsmem_ptr(p, rank, loc=loc, ip=ip).toint(loc=loc, ip=ip))  # noqa: E731
+    ins = [dsmem(ptr).ir_value(loc=loc, ip=ip), dsmem(mbar).ir_value(loc=loc, ip=ip)]
+    ins += [Float32(v).ir_value(loc=loc, ip=ip) for v in values]
+    shape, regs = ("", "$2") if n == 1 else (f".v{n}", "{" + ", ".join(f"${i + 2}" for i in range(n)) + "}")
+    llvm.inline_asm(None, ins, f"st.async.shared::cluster.mbarrier::complete_tx::bytes{shape}.f32 [$0], {regs}, [$1];",
+                    "r,r," + ",".join(["f"] * n), has_side_effects=True, is_align_stack=False,
+                    asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
 
 
 @dsl_user_op
