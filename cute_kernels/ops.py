@@ -13,7 +13,7 @@ import math
 import torch
 
 from . import bridge
-from .kernels.router_gemm import WORKSPACE_COUNTERS, NormRouterGemm, RouterGemm
+from .kernels.router_gemm import NormRouterGemm, RouterGemm
 from .kernels.silu_mul_quant import SiluMulQuantFp8
 from .kernels.topk_pack import TopkPack
 
@@ -234,28 +234,24 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
                        e: int, variant: str, pdl: bool, num_sms: int = H100_SMS) -> RouterGemm:
     """The specialisation for a call. Tiles come from M's bucket.
 
-    ``dot``: no split where a CTA's share of H fits (any split, across a cluster or through the
-    workspace, costs 1.5-2 us on the H100); the expert tile spreads the experts (times the
+    ``dot``: no split where a CTA's share of H fits (DeepSeek-V3 M = 1: 2.30 us, 2.41 split 2
+    ways across a cluster); the expert tile spreads the experts (times the
     token tiles) over about DOT_CTAS_PER_SM CTAs per SM (one per SM with several token tiles),
     at least 2 experts per CTA (fewer, fuller CTAs measured 0.05-0.1 us faster on small E, and
     far faster at M = 4), at most 64 accumulators per lane. Eight consumer warps take the CTA's
     k tiles in turn (fewer when it has fewer tiles).
-    ``mma`` (H100, perf/NOTES.md): up to MMA_CLUSTER_MAX_M tokens, 32-expert tiles with H split
-    8 ways across a cluster (DeepSeek-V3 M = 16: 4.40 us, against 4.73 for the same tiles
-    through the workspace and 4.72 for 16-expert tiles); above, 32-token by 16-expert tiles
-    with the split reduced through the global workspace (M = 64: 7.1 us against 11.0 across a
-    cluster), split the least that still gives about one CTA per SM.
+    ``mma`` (H100, perf/NOTES.md): H split 8 ways across a cluster; 32-expert tiles of M's
+    token bucket up to 16 tokens, 32 x 16-token tiles up to 64, then 32-token tiles of 16
+    experts (32 below 256 experts). Measured DeepSeek-V3: M = 16 3.21 us, M = 32 4.14, M = 128
+    12.24, each the best or within 0.15 us of the best of 28 tilings and reductions.
     Both hold a CTA's whole share of H in shared memory (``router_stages``); where it does not
-    fit, fewer tokens share a CTA, then (dot) fewer experts, then H is split (further)."""
+    fit, fewer tokens share a CTA, then (dot) fewer experts, then H is split (further). Splits
+    reduce across a cluster: through the global workspace (``RouterGemm.reduce``, an explicit
+    config) the same splits measured 1.5-2.5 us slower up to M = 16, level at M = 128."""
     m_tile = router_m_tile(variant, m)
 
-    def make(e_tile, tile, split_k, reduce=None):
-        if reduce is None:
-            reduce = split_reduce(e_tile, tile, m, e) if split_k > 1 else "cluster"  # (unused without a split)
-        if reduce == "cluster" and split_k > 8:
-            return None
-        return RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, tile, split_k, 1, pdl,
-                          reduce=reduce)
+    def make(e_tile, tile, split_k):
+        return RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, tile, split_k, 1, pdl)
 
     if variant == "dot":
         # Every stage must fit: where the share does not, fewer tokens per CTA, then fewer
@@ -272,37 +268,17 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
                     if stages := router_stages(probe, h):
                         return dataclasses.replace(probe, stages=stages)
         raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
-    if m <= MMA_CLUSTER_MAX_M:
-        candidates = [(e_tile, m_tile, 8, "cluster") for e_tile in (32, 16)] + [
-            (e_tile, m_tile, split_k, None) for e_tile in (32, 16) for split_k in (16, 32)]
+    if m <= 16:
+        tiles = [(32, m_tile), (16, m_tile)]
+    elif m <= 64:
+        tiles = [(32, 16), (16, 16)]
     else:
-        candidates = [(16, tile, split_k, None) for tile in (32, 16, 8) for split_k in MMA_SPLITS]
-    fitting, n_k = None, -(-h // make(16, 8, 1).k_tile)
-    for e_tile, tile, split_k, reduce in candidates:
-        split_k = min(split_k, n_k)  # at least one k tile per CTA
-        probe = make(e_tile, tile, split_k, reduce)
-        if probe is None:
-            continue
+        tiles = [(16 if e >= 256 else 32, 32), (16, 16)]
+    for e_tile, tile in dict.fromkeys(tiles + [(16, 8)]):  # 16 x 8 holds any H up to ROUTER_MMA_MAX_H
+        probe = make(e_tile, tile, min(8, -(-h // make(e_tile, tile, 1).k_tile)))  # >= 1 k tile per CTA
         if stages := router_stages(probe, h):
-            fitting = dataclasses.replace(probe, stages=stages)
-            ctas = -(-e // e_tile) * -(-m // tile) * split_k
-            if m <= MMA_CLUSTER_MAX_M or ctas >= MMA_CTAS_PER_SM * num_sms:
-                return fitting
-    if fitting:  # none reaches one CTA per SM: the last that fits (the most split)
-        return fitting
+            return dataclasses.replace(probe, stages=stages)
     raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
-
-
-# The tensor-core variant: a cluster reduction up to this M, the global workspace above.
-MMA_CLUSTER_MAX_M = 16
-MMA_SPLITS = (4, 8, 16, 32)
-MMA_CTAS_PER_SM = 0.9  # "about one CTA per SM" for the split choice above MMA_CLUSTER_MAX_M
-
-
-def split_reduce(e_tile: int, m_tile: int, m: int, e: int) -> str:
-    """How split CTAs combine: through the global workspace while its counters cover the
-    output tiles, else across a cluster (at most 8 CTAs)."""
-    return "global" if -(-e // e_tile) * -(-m // m_tile) <= WORKSPACE_COUNTERS else "cluster"
 
 
 def dot_e_tile(e: int, m_tile: int, m_tiles: int, ctas: float) -> int:

@@ -2,10 +2,12 @@
 
 Each case checks its result against the spec, so a sanitizer run also proves the code ran."""
 
+import dataclasses
+
 import torch
 
 import cute_kernels
-from cute_kernels import reference
+from cute_kernels import bridge, ops, reference
 
 
 def pack_topk_cases():
@@ -50,13 +52,14 @@ def silu_mul_quant_cases():
 
 
 def router_gemm_cases():
-    """Each router variant once: dot, mma (its H split 8 and 16 ways through the global
-    workspace), fp32 weights, bias, bf16 out, a partial expert tile, PDL off (the cluster
-    reduction runs in the fused kernel's cases). fp32 out within 1e-5 (Frobenius), bf16 out 1e-2."""
+    """Each router variant once: dot, mma (its H split 8 ways across a cluster, and the same
+    split through the global workspace), fp32 weights, bias, bf16 out, a partial expert tile,
+    PDL off. fp32 out within 1e-5 (Frobenius), bf16 out 1e-2."""
     f32, bf16 = torch.float32, torch.bfloat16
-    paths = [  # (x, weight, out, bias, M, H, E, variant, pdl)
+    paths = [  # (x, weight, out, bias, M, H, E, variant, pdl); variant "global": mma through the workspace
         (bf16, bf16, f32, None, 1, 7168, 256, "dot", True),
         (bf16, bf16, f32, None, 16, 7168, 256, "mma", True),
+        (bf16, bf16, f32, None, 64, 7168, 256, "global", True),
         (bf16, f32, f32, None, 3, 3072, 256, "dot", False),
         (bf16, bf16, bf16, bf16, 5, 2880, 128, "mma", True),
         (f32, f32, bf16, f32, 9, 64, 7, "dot", True),
@@ -67,7 +70,12 @@ def router_gemm_cases():
         x = torch.randn(m, h, device="cuda").to(x_dtype)
         w = torch.randn(e, h, device="cuda").to(w_dtype)
         b = None if b_dtype is None else torch.randn(e, device="cuda").to(b_dtype)
-        got = cute_kernels.router_gemm(x, w, b, out_dtype=out_dtype, variant=variant, pdl=pdl).double()
+        config = None
+        if variant == "global":
+            names = [bridge.dtype_name(d) for d in (x_dtype, w_dtype, out_dtype)]
+            default = ops.router_gemm_kernel(*names, None, m, h, e, "mma", pdl)
+            variant, config = "mma", dataclasses.replace(default, reduce="global")
+        got = cute_kernels.router_gemm(x, w, b, out_dtype=out_dtype, variant=variant, pdl=pdl, config=config).double()
         want = reference.router_gemm(x, w, b).double()
         err = (torch.linalg.norm(got - want) / torch.linalg.norm(want)).item()
         assert err <= (1e-5 if out_dtype == f32 else 1e-2), (x_dtype, w_dtype, out_dtype, m, h, e, variant, err)

@@ -9,6 +9,7 @@ Tolerances (against the float64 product of the same inputs):
   which matters only where the terms cancel to a result far below their size.
 """
 
+import dataclasses
 import random
 
 import pytest
@@ -143,17 +144,25 @@ def test_deterministic(variant, m, gen):
         assert torch.equal(cute_kernels.router_gemm(x, w, variant=variant), first)
 
 
+def through_the_workspace(m):
+    """DeepSeek-V3's tensor-core specialisation for M with its split reduced through the global
+    workspace (the defaults reduce across a cluster)."""
+    kernel = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, 7168, 256, "mma", True)
+    return dataclasses.replace(kernel, reduce="global")
+
+
 def test_split_workspaces_are_per_stream(gen):
     """The global split-K reduction on two streams at once: each stream has its own workspace."""
     problems = [make(64, 7168, 256, torch.bfloat16, torch.bfloat16, None, gen) for _ in range(2)]
-    assert ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 64, 7168, 256, "mma", True).uses_workspace
+    config = through_the_workspace(64)
+    assert config.uses_workspace
     streams = [torch.cuda.Stream(), torch.cuda.Stream()]
     torch.cuda.synchronize()
     launched = []
     for _ in range(20):
         for stream, (x, w, _) in zip(streams, problems):
             with torch.cuda.stream(stream):
-                launched.append((cute_kernels.router_gemm(x, w, variant="mma"), x, w))
+                launched.append((cute_kernels.router_gemm(x, w, config=config), x, w))
     torch.cuda.synchronize()
     for got, x, w in launched:
         assert_matches(got, x, w)
@@ -164,14 +173,15 @@ def test_capture_needing_a_larger_workspace_is_a_clear_error(monkeypatch, gen):
     monkeypatch.setattr(bridge, "WORKSPACE_MIN_INTS", 0)
     monkeypatch.setattr(bridge, "_workspaces", {})
     x, w, _ = make(128, 7168, 256, torch.bfloat16, torch.bfloat16, None, gen)
-    cute_kernels.router_gemm(x[:16], w, variant="mma")  # loads both sizes' kernels; the workspace fits M = 16
-    cute_kernels.router_gemm(x, w, variant="mma")
+    config = through_the_workspace(128)  # one specialisation for both sizes; M = 128 needs more workspace
+    cute_kernels.router_gemm(x[:16], w, config=config)
+    cute_kernels.router_gemm(x, w, config=config)
     monkeypatch.setattr(bridge, "_workspaces", {})
-    cute_kernels.router_gemm(x[:16], w, variant="mma")
+    cute_kernels.router_gemm(x[:16], w, config=config)
     g = torch.cuda.CUDAGraph()
     with pytest.raises(RuntimeError, match="split-K workspace"):
         with torch.cuda.graph(g):
-            cute_kernels.router_gemm(x, w, variant="mma")
+            cute_kernels.router_gemm(x, w, config=config)
 
 
 def test_nan_and_inf_propagate(gen):

@@ -90,16 +90,23 @@ def test_split_reductions_stay_within_their_limits(h, e, w_dtype):
         assert not fused.uses_workspace, fused
 
 
-def test_mma_reduces_across_a_cluster_up_to_16_tokens_and_through_the_workspace_above():
-    # Measured on the H100 (perf/NOTES.md): DeepSeek-V3 M = 16 4.40 us across a cluster against 4.73
-    # through the workspace; M = 64 7.1 against 11.0.
+def test_mma_splits_h_8_ways_across_a_cluster():
+    # Measured on the H100 (perf/NOTES.md): DeepSeek-V3 M = 16 3.21 us across a cluster against 4.73
+    # through the workspace; at M = 128 the two are level (12.24 / 12.22).
     for name in ("deepseek-v3", "kimi-k2", "gpt-oss-120b", "qwen3-235b-a22b"):
         p = presets.get(name)
-        for m in (5, 8, 16, 17, 64, 128):
+        for m in (5, 8, 16, 17, 64, 65, 128, 256):
             k = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, p.hidden_size, p.num_experts,
                                        "mma", True)
-            assert k.uses_cluster == (m <= ops.MMA_CLUSTER_MAX_M), (name, m, k)
-            assert k.uses_workspace == (m > ops.MMA_CLUSTER_MAX_M), (name, m, k)
+            assert k.uses_cluster and k.split_k == 8 and not k.uses_workspace, (name, m, k)
+            assert k.e_tile == (32 if m <= 64 or p.num_experts < 256 else 16), (name, m, k)
+            assert k.m_tile == (max(8, min(16, 1 << (m - 1).bit_length())) if m <= 64 else 32), (name, m, k)
+
+
+def test_mma_split_never_leaves_a_cta_without_a_k_tile():
+    for h in (8, 64, 128, 136, 256, 1000):
+        k = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 32, h, 64, "mma", True)
+        assert k.split_k == min(8, -(-h // k.k_tile)) and k.holds_share(h), (h, k)
 
 
 def test_reduce_is_validated():
