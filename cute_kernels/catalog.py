@@ -7,6 +7,7 @@ CI). Fresh torch allocations are 256-byte aligned, hence ``align_bytes=16`` for 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 from .ops import (norm_router_gemm_kernel, pack_topk_kernel, router_gemm_kernel, router_gemm_variant,
@@ -60,8 +61,9 @@ def preset_kernels(preset: Preset, pdl: bool = True) -> list:
 
 
 # (x, weight, out, bias, M, H, E, variant, pdl): every dtype pair, both outputs, bias in three
-# dtypes, both variants, no split, a split across a cluster (mma up to M = 16) and through the
-# global workspace (mma above, dot where a share of H does not fit), M buckets, PDL off.
+# dtypes, both variants, no split, a split across a cluster (every mma, dot where a share of H
+# does not fit), M buckets, PDL off. The two mma ones at M = 16 and 128 also go through the global
+# workspace (``GLOBAL_REDUCE``), which no default picks.
 ROUTER_VARIANTS = (
     [(x, w, "float32", None, 1, 7168, 256, "dot", True)
      for x in ("bfloat16", "float16", "float32") for w in ("bfloat16", "float16", "float32")]
@@ -77,6 +79,7 @@ ROUTER_VARIANTS = (
        ("bfloat16", "bfloat16", "float32", "float32", 256, 64, 1000, "mma", False)]
 )
 
+GLOBAL_REDUCE = [v for v in ROUTER_VARIANTS if v[7] == "mma" and v[4] in (16, 128) and v[5] == 7168]
 
 # (x, norm, gate, out, M, H, E, pdl): each dtype of each operand, both variants (bf16 above M = 4
 # takes tensor cores), cluster split on and off (large H), M buckets.
@@ -99,5 +102,6 @@ def all_variants() -> list:
         kernels.add(pack_topk_kernel(ids, w, k, align, pdl))
     kernels.update(silu_mul_quant_kernel(*v) for v in SILU_VARIANTS)
     kernels.update(router_gemm_kernel(*v) for v in ROUTER_VARIANTS)
+    kernels.update(dataclasses.replace(router_gemm_kernel(*v), reduce="global") for v in GLOBAL_REDUCE)
     kernels.update(norm_router_gemm_kernel(*v) for v in NORM_ROUTER_VARIANTS)
     return sorted(kernels, key=repr)
