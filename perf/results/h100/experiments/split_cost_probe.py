@@ -1,0 +1,88 @@
+"""Probe: what a split of H costs the router kernels at small M. For two shapes and M = 1, 16:
+the dot and tensor-core variants with no split (where a CTA's share fits), and split 2-16 ways
+through a cluster or the global workspace, cold and hot, PDL on; each config's error against
+the float64 product checked first. ``--ncu`` instead launches a few configs once each inside an
+NVTX range "probe" for Nsight Compute.
+    python perf/results/h100/experiments/split_cost_probe.py
+"""
+import dataclasses, itertools, pathlib, sys, tempfile, time
+ROOT = pathlib.Path(__file__).resolve().parents[4]
+sys.path.insert(0, str(ROOT))
+import torch
+import cute_kernels
+from cute_kernels import aot, compile as ck, ops, timing
+
+dev = torch.device("cuda")
+BF, F32 = "bfloat16", "float32"
+SHAPES = [("qwen3-30b", 2048, 128, m) for m in (1, 16)] + [("deepseek-v3", 7168, 256, m) for m in (1, 16)]
+
+
+def configs(h, e, m):
+    picks = [ops.router_gemm_kernel(BF, BF, F32, None, m, h, e, v, True) for v in ("dot", "mma")]
+    cfgs = list(picks)
+    for pick in picks:
+        e_tiles = (16, 32) if pick.variant == "mma" else (pick.e_tile, 16) if m == 1 else (pick.e_tile,)
+        for et, s, red in itertools.product(e_tiles, (1, 2, 4, 8, 16), ("global", "cluster")):
+            if (red == "cluster" and s > 8) or (s == 1 and red == "global"):
+                continue
+            c = dataclasses.replace(pick, e_tile=et, split_k=s, reduce=red, stages=1)
+            if s > -(-h // c.k_tile):
+                continue
+            if c.variant == "dot":
+                c = dataclasses.replace(c, consumer_warps=min(pick.consumer_warps, c.k_tiles_per_cta(h)))
+            stages = ops.router_stages(c, h)
+            if stages:
+                cfgs.append(dataclasses.replace(c, stages=stages))
+    return picks, list(dict.fromkeys(cfgs))
+
+
+def label(c):
+    return f"{c.variant} e{c.e_tile} m{c.m_tile} s{c.split_k} {c.reduce if c.split_k > 1 else '':7s} st{c.stages} w{c.consumer_warps}"
+
+
+def main(ncu: bool):
+    plan = [(s, *configs(*s[1:])) for s in SHAPES]
+    kernels = list(dict.fromkeys(c for *_, cfgs in plan for c in cfgs))
+    t0 = time.time()
+    lib = pathlib.Path(tempfile.mkdtemp())
+    jobs = [aot.Job(ck.CompileKey.of(k, "sm_90a").describe(), "sm_90a", kernel=k) for k in kernels]
+    summary = aot.build(jobs, lib, workers=16)
+    print(f"compiled {len(kernels)} configs in {time.time() - t0:.0f} s; failed {summary.failed}", flush=True)
+    ck.set_aot_dir(lib)
+    for (name, h, e, m), picks, cfgs in plan:
+        x = torch.randn(m, h, device=dev, dtype=torch.bfloat16)
+        w = torch.randn(e, h, device=dev, dtype=torch.bfloat16)
+        if ncu:
+            if m != 1:
+                continue
+            chosen = [c for c in cfgs if c in picks or (name == "qwen3-30b" and c.split_k <= 2 and c.e_tile in (2, 16))]
+            for c in chosen:
+                cute_kernels.router_gemm(x, w, config=c)  # load outside the range
+            torch.cuda.synchronize()
+            for c in chosen:
+                torch.cuda.nvtx.range_push("probe")
+                cute_kernels.router_gemm(x, w, config=c)
+                torch.cuda.nvtx.range_pop()
+                torch.cuda.synchronize()
+                print(f"ncu launch {name} M={m}: {label(c)}", flush=True)
+            continue
+        want = x.double() @ w.double().T
+        res = []
+        for c in cfgs:
+            o = torch.full((m, e), float("nan"), device=dev)
+            got = cute_kernels.router_gemm(x, w, out=o, config=c)
+            err = ((got.double() - want).norm() / want.norm()).item()
+            make = lambda: (torch.randn(m, h, device=dev, dtype=torch.bfloat16),
+                            torch.randn(e, h, device=dev, dtype=torch.bfloat16), torch.empty(m, e, device=dev))
+            call = lambda x, wt, o, c=c: cute_kernels.router_gemm(x, wt, out=o, config=c)
+            r = timing.time_per_call(make, call, bytes_per_call=e * h * 2, replays=15)
+            res.append((r["cold_us"], r["hot_us"], c in picks, c, err))
+        res.sort(key=lambda t: t[0])
+        print(f"{name} M={m}: picks {', '.join(label(p) for p in picks)}")
+        for cold, hot, is_pick, c, err in res:
+            flag = "" if err < 1e-5 else "  WRONG"
+            print(f"  {'*' if is_pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{flag}", flush=True)
+
+
+if __name__ == "__main__":
+    main("--ncu" in sys.argv)
