@@ -67,8 +67,9 @@ class RouterGemm:
     pdl: bool
     consumer_warps: int = 4
     # How split_k > 1 CTAs combine their partial tiles: "cluster" (the CTAs form a thread-block
-    # cluster and read each other's through DSMEM) or "global" (each writes its tile to a
-    # workspace; the last to arrive at the tile's counter sums them).
+    # cluster and send each part of their tile to the CTA that finishes it, through DSMEM) or
+    # "global" (each writes its tile to a workspace; the last to arrive at the tile's counter
+    # sums them).
     reduce: str = "cluster"
 
     def __post_init__(self):
@@ -756,18 +757,14 @@ def send_dsmem(ptr, rank, values, mbar, *, loc=None, ip=None):
 def load_global_cg(ptr, n: int, *, loc=None, ip=None):
     """The ``n`` (1, 2 or 4) fp32 at global pointer ``ptr`` (aligned to 4 n bytes), read from L2
     (other CTAs of this grid wrote them)."""
-    return _load_f32s("ld.global.cg", "l", ptr.toint(loc=loc, ip=ip), n, loc=loc, ip=ip)
-
-
-def _load_f32s(op: str, addr_constraint: str, addr, n: int, *, loc=None, ip=None):
     regs = ", ".join(f"${i}" for i in range(n))
-    shape = "" if n == 1 else f".v{n}"
-    dst = regs if n == 1 else "{" + regs + "}"
-    # Side effects: keeps the load below the barrier or fence that publishes the data.
+    shape, dst = ("", regs) if n == 1 else (f".v{n}", "{" + regs + "}")
+    # Side effects: keeps the load below the fence that publishes the data.
     res = llvm.inline_asm(llvm.StructType.get_literal([T.f32()] * n) if n > 1 else T.f32(),
-                          [addr.ir_value(loc=loc, ip=ip)], f"{op}{shape}.f32 {dst}, [${n}];",
-                          ",".join(["=f"] * n) + "," + addr_constraint, has_side_effects=True,
-                          is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
+                          [ptr.toint(loc=loc, ip=ip).ir_value(loc=loc, ip=ip)],
+                          f"ld.global.cg{shape}.f32 {dst}, [${n}];", ",".join(["=f"] * n) + ",l",
+                          has_side_effects=True, is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT,
+                          loc=loc, ip=ip)
     if n == 1:
         return [Float32(res)]
     return [Float32(llvm.extractvalue(T.f32(), res, [i], loc=loc, ip=ip)) for i in range(n)]
