@@ -288,9 +288,16 @@ class RouterGemm:
             # its barrier is initialised by then; the wait itself is long satisfied.
             cute.arch.cluster_arrive_relaxed()
 
+        bias_vals = None
+        if cutlass.const_expr(self.bias_dtype is not None):
+            bias_vals = cute.make_rmem_tensor(cute.make_layout((self.red_vec, self.store_iters)), Float32)
         if warp == self.consumer_warps:
             self.produce(tma_w_atom, mw, tma_x_atom, mx, s_w, s_x, full, e_blk, bidy, k_begin, k_count, norm)
         else:
+            if cutlass.const_expr(self.bias_dtype is not None):
+                # Before the wait: the bias does not depend on the previous kernel, and read at the
+                # store it would add a DRAM round trip to the end of the critical path.
+                self.load_bias(bias, bias_vals, e_blk, rank, tidx)
             if cutlass.const_expr(self.pdl):
                 cute.arch.griddepcontrol_wait()
                 cute.arch.griddepcontrol_launch_dependents()
@@ -299,7 +306,7 @@ class RouterGemm:
             else:
                 self.consume_dot(s_w, s_x, red, full, warp, lane, k_count, norm)
 
-        self.reduce_and_store(red, bias, out, e_blk, bidy, rank, tidx, h, norm, workspace, last, inbox)
+        self.reduce_and_store(red, bias_vals, out, e_blk, bidy, rank, tidx, h, norm, workspace, last, inbox)
         if cutlass.const_expr(norm is not None):
             self.store_normed(norm, s_x, e_blk, bidy, k_begin, k_count, tidx, h, cute.size(out, mode=[1]))
 
@@ -458,7 +465,7 @@ class RouterGemm:
                     norm.stats[2 + warp, n * 8 + r] = v
 
     @cute.jit
-    def reduce_and_store(self, red, bias, out, e_blk, m_blk, rank, tidx, h, norm=None, workspace=None, last=None,
+    def reduce_and_store(self, red, bias_vals, out, e_blk, m_blk, rank, tidx, h, norm=None, workspace=None, last=None,
                          inbox=None):
         """Sum the partial tiles, add the bias, round once, store. Fixed order (warp slices,
         then split ranks), so results are bitwise-reproducible. Works on ``red_vec``-float
@@ -504,11 +511,11 @@ class RouterGemm:
             if cutlass.const_expr(self.uses_workspace):
                 if last[0] != 0:
                     cute.arch.fence_acq_rel_gpu()  # the other CTAs' tiles, published before their arrival
-                    self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, parts_at)
+                    self.store_tile(vecs, n_vec, bias_vals, out, e_blk, m_blk, rank, tidx, norm, parts_at)
             elif cutlass.const_expr(self.uses_cluster):
-                self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, inbox.parts)
+                self.store_tile(vecs, n_vec, bias_vals, out, e_blk, m_blk, rank, tidx, norm, inbox.parts)
             else:
-                self.store_tile(vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, red)
+                self.store_tile(vecs, n_vec, bias_vals, out, e_blk, m_blk, rank, tidx, norm, red)
 
     @cute.jit
     def send_partials(self, vecs, n_vec, norm, inbox, rank, tidx):
@@ -552,45 +559,78 @@ class RouterGemm:
                 last[0] = is_last
             cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
 
+    @property
+    def store_iters(self) -> int:
+        """Vectors of the output tile one consumer thread finalises, at most (``store_slot``)."""
+        n_vec = self.m_tile * self.e_tile // self.red_vec
+        step = self.consumer_warps * WARP * (self.split_k if self.uses_cluster else 1)
+        return -(-n_vec // step)
+
     @cute.jit
-    def store_tile(self, vecs, n_vec, bias, out, e_blk, m_blk, rank, tidx, norm, parts_at):
+    def store_slot(self, rank, tidx):
+        """The first vector this consumer thread finalises and the stride to its next: across a
+        cluster CTA r owns vectors r, r + split_k, ...; otherwise the CTA finalises all."""
+        if cutlass.const_expr(self.uses_cluster):
+            return rank + tidx * self.split_k, self.split_k * self.consumer_warps * WARP
+        return tidx, self.consumer_warps * WARP
+
+    @cute.jit
+    def vector_origin(self, v, e_blk, m_blk):
+        """Row in the tile, output row and first output column of vector ``v`` of the tile."""
+        mi = (v * self.red_vec) // self.e_tile
+        return mi, m_blk * self.m_tile + mi, e_blk * self.e_tile + v * self.red_vec - mi * self.e_tile
+
+    @cute.jit
+    def load_bias(self, bias, bias_vals, e_blk, rank, tidx):
+        """The bias of each column this consumer thread will store, into ``bias_vals``."""
+        n_vec = self.m_tile * self.e_tile // self.red_vec
+        first, step = self.store_slot(rank, tidx)
+        e_total = cute.size(bias, mode=[0])
+        bias_vals.fill(0.0)
+        for it in cutlass.range_constexpr(self.store_iters):
+            v = first + it * step
+            if v < n_vec:
+                _, _, e0 = self.vector_origin(v, e_blk, 0)
+                for j in cutlass.range_constexpr(self.red_vec):
+                    if e0 + j < e_total:
+                        bias_vals[j, it] = bias[e0 + j].to(Float32)
+
+    @cute.jit
+    def store_tile(self, vecs, n_vec, bias_vals, out, e_blk, m_blk, rank, tidx, norm, parts_at):
         """Finalise this CTA's vectors of the output tile: the partial tiles summed in rank order
         (``parts_at``: this CTA's inbox across a cluster, or the tile's partials in the workspace),
-        times 1 / rms with the norm, plus the bias; masked store."""
-        consumer_threads = self.consumer_warps * WARP
+        times 1 / rms with the norm, plus the bias (``load_bias``); masked store."""
         rv = self.red_vec
         m_total = cute.size(out, mode=[0])
         e_total = cute.size(out, mode=[1])
         total = cute.make_rmem_tensor(cute.make_layout(rv), Float32)
-        first, step = tidx, consumer_threads
-        if cutlass.const_expr(self.uses_cluster):
-            first, step = rank + tidx * self.split_k, self.split_k * consumer_threads
-        for v in cutlass.range(first, n_vec, step, unroll=1):
-            if cutlass.const_expr(self.split_k > 1):
-                if cutlass.const_expr(self.uses_cluster):
-                    slot = (v // self.split_k) * rv
-                    parts = [[parts_at[p, slot + j] for j in range(rv)] for p in range(self.split_k)]
+        first, step = self.store_slot(rank, tidx)
+        for it in cutlass.range_constexpr(self.store_iters):
+            v = first + it * step
+            if v < n_vec:
+                if cutlass.const_expr(self.split_k > 1):
+                    if cutlass.const_expr(self.uses_cluster):
+                        slot = (v // self.split_k) * rv
+                        parts = [[parts_at[p, slot + j] for j in range(rv)] for p in range(self.split_k)]
+                    else:
+                        parts = [load_global_cg(parts_at + p * (n_vec * rv) + v * rv, rv) for p in range(self.split_k)]
+                    for j in cutlass.range_constexpr(rv):
+                        acc = parts[0][j]
+                        for p in cutlass.range_constexpr(1, self.split_k):
+                            acc = acc + parts[p][j]
+                        total[j] = acc
                 else:
-                    parts = [load_global_cg(parts_at + p * (n_vec * rv) + v * rv, rv) for p in range(self.split_k)]
+                    total.store(vecs[(None, v)].load())
+                mi, m, e0 = self.vector_origin(v, e_blk, m_blk)
                 for j in cutlass.range_constexpr(rv):
-                    acc = parts[0][j]
-                    for p in cutlass.range_constexpr(1, self.split_k):
-                        acc = acc + parts[p][j]
-                    total[j] = acc
-            else:
-                total.store(vecs[(None, v)].load())
-            mi = (v * rv) // self.e_tile
-            m = m_blk * self.m_tile + mi
-            e0 = e_blk * self.e_tile + v * rv - mi * self.e_tile
-            for j in cutlass.range_constexpr(rv):
-                e = e0 + j
-                if m < m_total and e < e_total:
-                    y = total[j]
-                    if cutlass.const_expr(norm is not None):
-                        y = y * norm.stats[1, mi]
-                    if cutlass.const_expr(self.bias_dtype is not None):
-                        y = y + bias[e].to(Float32)
-                    out[m, e] = y.to(dtype(self.out_dtype))
+                    e = e0 + j
+                    if m < m_total and e < e_total:
+                        y = total[j]
+                        if cutlass.const_expr(norm is not None):
+                            y = y * norm.stats[1, mi]
+                        if cutlass.const_expr(self.bias_dtype is not None):
+                            y = y + bias_vals[j, it]
+                        out[m, e] = y.to(dtype(self.out_dtype))
 
     @cute.jit
     def finish_rms(self, norm, h, tidx, consumer_threads, inbox=None):
