@@ -1,0 +1,96 @@
+"""Probe: where the tensor-core router's time goes at large M. For DeepSeek-V3 (M = 64, 128),
+Kimi-K2 and gpt-oss-120b (M = 128) and gpt-oss-120b M = 1 (dot, bias): the heuristic's pick and
+8-way cluster splits over expert tiles 16-64, token tiles 16-64 and 4 or 8 consumer warps, cold
+and hot, PDL on, each checked against the float64 product first. ``--ncu`` instead launches a
+few configs once each inside an NVTX range "probe" for Nsight Compute:
+    python perf/results/h100/experiments/large_m_probe.py
+    ncu --clock-control none --set full --nvtx --nvtx-include "probe/" -k regex:kernel_cutlass \
+        -o large_m python perf/results/h100/experiments/large_m_probe.py --ncu
+then ncu_csv_summary.py over the report's CSV pages.
+"""
+import dataclasses, itertools, pathlib, sys, tempfile, time
+ROOT = pathlib.Path(__file__).resolve().parents[4]
+sys.path.insert(0, str(ROOT))
+import torch
+import cute_kernels
+from cute_kernels import aot, compile as ck, ops, timing
+
+dev = torch.device("cuda")
+BF, F32 = "bfloat16", "float32"
+SHAPES = [("deepseek-v3", 7168, 256, F32, None, m) for m in (64, 128)] + [
+    ("kimi-k2", 7168, 384, F32, None, 128), ("gpt-oss-120b", 2880, 128, BF, BF, 128),
+    ("gpt-oss-120b", 2880, 128, BF, BF, 1), ("deepseek-v3", 7168, 256, F32, None, 16)]
+NCU = {("deepseek-v3", 128): [(16, 32, 4), (32, 64, 4), (64, 32, 4)], ("gpt-oss-120b", 128): [None],
+       ("deepseek-v3", 16): [None], ("gpt-oss-120b", 1): [None]}
+
+
+def configs(h, e, out, bias, m):
+    pick = ops.router_gemm_kernel(BF, BF, out, bias, m, h, e, "dot" if m == 1 else "mma", True)
+    cfgs = [pick]
+    if pick.variant == "mma":
+        for et, mt, warps in itertools.product((16, 32, 64), (16, 32, 64), (4, 8)):
+            if mt > max(16, m):
+                continue
+            c = dataclasses.replace(pick, e_tile=et, m_tile=mt, consumer_warps=warps, split_k=1, stages=1)
+            c = dataclasses.replace(c, split_k=min(8, -(-h // c.k_tile)))
+            if stages := ops.router_stages(c, h):
+                cfgs.append(dataclasses.replace(c, stages=stages))
+    return pick, list(dict.fromkeys(cfgs))
+
+
+def label(c):
+    return f"{c.variant} e{c.e_tile} m{c.m_tile} s{c.split_k} w{c.consumer_warps} st{c.stages} smem {c.smem_bytes() // 1024}K"
+
+
+def main(ncu: bool):
+    plan = [(s, *configs(*s[1:])) for s in SHAPES]
+    if ncu:
+        plan = [(s, pick, [c for c in cfgs if (c == pick and None in NCU.get((s[0], s[-1]), []))
+                           or (c.e_tile, c.m_tile, c.consumer_warps) in NCU.get((s[0], s[-1]), [])])
+                for s, pick, cfgs in plan]
+    kernels = list(dict.fromkeys(c for *_, cfgs in plan for c in cfgs))
+    t0 = time.time()
+    lib = pathlib.Path(tempfile.mkdtemp())
+    jobs = [aot.Job(ck.CompileKey.of(k, "sm_90a").describe(), "sm_90a", kernel=k) for k in kernels]
+    summary = aot.build(jobs, lib, workers=16)
+    print(f"compiled {len(kernels)} configs in {time.time() - t0:.0f} s; failed {summary.failed}", flush=True)
+    ck.set_aot_dir(lib)
+    for (name, h, e, out, bias, m), pick, cfgs in plan:
+        od = getattr(torch, out)
+        x = torch.randn(m, h, device=dev, dtype=torch.bfloat16)
+        w = torch.randn(e, h, device=dev, dtype=torch.bfloat16)
+        b = torch.randn(e, device=dev, dtype=torch.bfloat16) if bias else None
+        if ncu:
+            chosen = cfgs
+            for c in chosen:
+                cute_kernels.router_gemm(x, w, b, out_dtype=od, config=c)  # load outside the range
+            torch.cuda.synchronize()
+            for c in chosen:
+                torch.cuda.nvtx.range_push("probe")
+                cute_kernels.router_gemm(x, w, b, out_dtype=od, config=c)
+                torch.cuda.nvtx.range_pop()
+                torch.cuda.synchronize()
+                print(f"ncu launch {name} M={m}: {label(c)}", flush=True)
+            continue
+        want = x.double() @ w.double().T + (0 if b is None else b.double())
+        res = []
+        for c in cfgs:
+            o = torch.full((m, e), float("nan"), device=dev, dtype=od)
+            got = cute_kernels.router_gemm(x, w, b, out_dtype=od, out=o, config=c)
+            err = ((got.double() - want).norm() / want.norm()).item()
+            make = lambda: (torch.randn(m, h, device=dev, dtype=torch.bfloat16),
+                            torch.randn(e, h, device=dev, dtype=torch.bfloat16),
+                            torch.randn(e, device=dev, dtype=torch.bfloat16) if bias else None,
+                            torch.empty(m, e, device=dev, dtype=od))
+            call = lambda x, wt, b, o, c=c: cute_kernels.router_gemm(x, wt, b, out_dtype=od, out=o, config=c)
+            r = timing.time_per_call(make, call, bytes_per_call=e * h * 2, replays=15)
+            res.append((r["cold_us"], r["hot_us"], c == pick, c, err))
+        res.sort(key=lambda t: t[0])
+        print(f"{name} M={m}: pick {label(pick)}")
+        for cold, hot, is_pick, c, err in res:
+            flag = "" if err < (4e-3 if out == BF else 1e-5) else "  WRONG"
+            print(f"  {'*' if is_pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{flag}", flush=True)
+
+
+if __name__ == "__main__":
+    main("--ncu" in sys.argv)
