@@ -71,11 +71,6 @@ class RouterGemm:
     # "global" (each writes its tile to a workspace; the last to arrive at the tile's counter
     # sums them).
     reduce: str = "cluster"
-    # CTAs of consecutive expert tiles that form a cluster and share their x tiles: each k tile
-    # of x is read from L2 once per cluster and multicast into every member's shared memory
-    # (every expert tile reads all of x, which at a few tokens is the L2 traffic after the
-    # grid-dependency wait). Only without a split of H (the cluster is then free).
-    x_multicast: int = 1
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -93,17 +88,10 @@ class RouterGemm:
             raise ValueError("split_k across a cluster is a portable cluster size: 1 to 8")
         if not 1 <= self.split_k <= 64:
             raise ValueError("split_k must be 1 to 64")
-        if self.x_multicast not in (1, 2, 4, 8) or (self.x_multicast > 1 and self.split_k > 1):
-            raise ValueError("x_multicast is a cluster size (1, 2, 4 or 8) and needs split_k = 1")
 
     @property
     def uses_cluster(self) -> bool:
         return self.split_k > 1 and self.reduce == "cluster"
-
-    @property
-    def cluster_size(self) -> int:
-        """CTAs per cluster: the split ranks (cluster reduction) or the x-sharing expert tiles."""
-        return self.split_k if self.uses_cluster else self.x_multicast
 
     @property
     def uses_workspace(self) -> bool:
@@ -216,26 +204,23 @@ class RouterGemm:
             fake_stream(),
         )
 
-    def tma_atom(self, gmem, rows: int, multicast: bool = False):
-        """TMA tile copies of [rows, k_tile] from a row-major 2-D tensor (``multicast``: into the
-        shared memory of every CTA of the cluster)."""
+    def tma_atom(self, gmem, rows: int):
+        """TMA tile copies of [rows, k_tile] from a row-major 2-D tensor."""
         k_tile = self.k_tile
-        op = cpasync.CopyBulkTensorTileG2SMulticastOp() if multicast else cpasync.CopyBulkTensorTileG2SOp()
-        return cpasync.make_tiled_tma_atom(op, gmem,
+        return cpasync.make_tiled_tma_atom(cpasync.CopyBulkTensorTileG2SOp(), gmem,
                                            cute.make_layout((rows, k_tile), stride=(k_tile, 1)), (rows, k_tile))
 
     def launch_args(self, x, w) -> dict:
-        # With x_multicast, padded to whole clusters: the extra CTAs' W tiles lie past E (TMA
-        # fills zeros) and their stores are masked, but they load their share of x for the peers.
-        grid_e = cute.ceil_div(cute.size(w, mode=[0]), self.e_tile * self.x_multicast) * self.x_multicast * self.split_k
+        grid_e = cute.ceil_div(cute.size(w, mode=[0]), self.e_tile) * self.split_k
         grid_m = cute.ceil_div(cute.size(x, mode=[0]), self.m_tile)
-        return dict(grid=[grid_e, grid_m, 1], block=[self.threads, 1, 1], cluster=[self.cluster_size, 1, 1],
+        cluster = self.split_k if self.uses_cluster else 1
+        return dict(grid=[grid_e, grid_m, 1], block=[self.threads, 1, 1], cluster=[cluster, 1, 1],
                     smem=self.smem_bytes(), use_pdl=self.pdl)
 
     @cute.jit
     def __call__(self, x: cute.Tensor, w: cute.Tensor, bias: cute.Tensor, out: cute.Tensor,
                  workspace: cute.Tensor, stream):
-        tma_w, tma_x = self.tma_atom(w, self.e_tile), self.tma_atom(x, self.m_tile, self.x_multicast > 1)
+        tma_w, tma_x = self.tma_atom(w, self.e_tile), self.tma_atom(x, self.m_tile)
         self.kernel(tma_w.atom, tma_w.tma_tensor, tma_x.atom, tma_x.tma_tensor, bias, out, workspace).launch(
             stream=stream, **self.launch_args(x, w))
 
@@ -298,10 +283,9 @@ class RouterGemm:
                     cute.arch.mbarrier_init(inbox.full, 1)
         cute.arch.mbarrier_init_fence()
         cute.arch.sync_threads()
-        if cutlass.const_expr(self.cluster_size > 1):
-            # Peers send to this CTA's inbox (reduce_and_store) or multicast x into its stages
-            # (produce) only after the matching wait, so its barriers are initialised by then;
-            # the wait itself is long satisfied.
+        if cutlass.const_expr(self.uses_cluster):
+            # Peers send to this CTA's inbox only after the matching wait (reduce_and_store), so
+            # its barrier is initialised by then; the wait itself is long satisfied.
             cute.arch.cluster_arrive_relaxed()
 
         bias_vals = None
@@ -356,17 +340,8 @@ class RouterGemm:
         if cutlass.const_expr(self.pdl):
             cute.arch.griddepcontrol_wait()
             cute.arch.griddepcontrol_launch_dependents()
-        if cutlass.const_expr(self.x_multicast > 1):
-            # Cluster member r loads k tiles r, r + C, ... of x into all C members' stages; each
-            # member's stage barrier already expects the x bytes, whoever sends them.
-            cute.arch.cluster_wait()
-            every = cutlass.Int16((1 << self.x_multicast) - 1)
-            for i in cutlass.range(e_blk % self.x_multicast, first, self.x_multicast, unroll=1):
-                cute.copy(tma_x_atom, t_gx[(None, k_begin + i)], t_sx[(None, i)], tma_bar_ptr=full + i,
-                          mcast_mask=every)
-        else:
-            for i in cutlass.range(first, unroll=1):
-                cute.copy(tma_x_atom, t_gx[(None, k_begin + i)], t_sx[(None, i)], tma_bar_ptr=full + i)
+        for i in cutlass.range(first, unroll=1):
+            cute.copy(tma_x_atom, t_gx[(None, k_begin + i)], t_sx[(None, i)], tma_bar_ptr=full + i)
 
     @cute.jit
     def consume_dot(self, s_w, s_x, red, full, warp, lane, k_count, norm):
@@ -677,8 +652,8 @@ class RouterGemm:
         16-byte chunks between them."""
         consumer_threads = self.consumer_warps * WARP
         vec = self.w_vec
-        n_e_blk = cute.ceil_div(e_total, self.e_tile)
-        if tidx < consumer_threads and e_blk < n_e_blk:  # not a cluster's padding CTA
+        if tidx < consumer_threads:
+            n_e_blk = cute.ceil_div(e_total, self.e_tile)
             per_tile = self.k_tile // vec
             per_row = k_count * per_tile  # vec-wide chunks of one row in this CTA's columns
             m_total = cute.size(norm.normed, mode=[0])
@@ -766,7 +741,7 @@ class NormRouterGemm(RouterGemm):
     @cute.jit
     def __call__(self, x: cute.Tensor, w: cute.Tensor, norm_weight: cute.Tensor, out: cute.Tensor,
                  normed: cute.Tensor, eps: Float32, stream):
-        tma_w, tma_x = self.tma_atom(w, self.e_tile), self.tma_atom(x, self.m_tile, self.x_multicast > 1)
+        tma_w, tma_x = self.tma_atom(w, self.e_tile), self.tma_atom(x, self.m_tile)
         tma_n = self.tma_atom(norm_weight, 1)
         self.kernel(tma_w.atom, tma_w.tma_tensor, tma_x.atom, tma_x.tma_tensor, tma_n.atom, tma_n.tma_tensor,
                     out, normed, eps).launch(stream=stream, **self.launch_args(x, w))

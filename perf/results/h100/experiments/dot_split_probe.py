@@ -5,9 +5,6 @@ share of x only after the grid-dependency wait, so a split cuts the bytes on tha
 DeepSeek-V4-Pro norm-router at M = 1-4, cold and hot, PDL on, each config checked against the
 float64 spec first.
     python perf/results/h100/experiments/dot_split_probe.py
-``--multicast`` instead times the unsplit dot kernel with 2-8 expert tiles per cluster sharing
-their x tiles by TMA multicast (``RouterGemm.x_multicast``): every expert tile reads all of x,
-so without sharing the x traffic from L2 after the wait is E / e_tile times x.
 """
 import dataclasses, itertools, pathlib, sys, tempfile, time
 ROOT = pathlib.Path(__file__).resolve().parents[4]
@@ -37,15 +34,6 @@ def configs(h, e, xd, wd, out, bias, m, fused):
     cfgs = [pick]
     if pick.variant != "dot":
         return pick, cfgs
-    if MULTICAST:
-        for mc, et in itertools.product((1, 2, 4, 8), sorted({2, 4, pick.e_tile})):
-            if et > min(16, e, ops.DOT_MAX_ACC // pick.m_tile):
-                continue
-            c = dataclasses.replace(pick, e_tile=et, split_k=1, x_multicast=1, stages=1)
-            c = dataclasses.replace(c, consumer_warps=min(ops.DOT_WARPS, c.k_tiles_per_cta(h)))
-            if stages := ops.router_stages(c, h):
-                cfgs.append(dataclasses.replace(c, stages=stages, x_multicast=mc))
-        return pick, list(dict.fromkeys(cfgs))
     for s, et in itertools.product((1, 2, 4, 8), sorted({pick.e_tile * f for f in (1, 2, 4)} | {16})):
         if et > min(16, e, ops.DOT_MAX_ACC // pick.m_tile):
             continue
@@ -59,7 +47,7 @@ def configs(h, e, xd, wd, out, bias, m, fused):
 
 
 def label(c):
-    return f"{c.variant} e{c.e_tile} m{c.m_tile} s{c.split_k} w{c.consumer_warps} st{c.stages} mc{c.x_multicast}"
+    return f"{c.variant} e{c.e_tile} m{c.m_tile} s{c.split_k} w{c.consumer_warps} st{c.stages}"
 
 
 def main():
@@ -107,6 +95,5 @@ def main():
             print(f"  {'*' if is_pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{flag}", flush=True)
 
 
-MULTICAST = "--multicast" in sys.argv
 if __name__ == "__main__":
     main()
