@@ -400,9 +400,9 @@ def router_gemm_launcher(x_dtype: torch.dtype, w_dtype: torch.dtype, bias_dtype:
 NORM_X_DTYPES = (torch.bfloat16, torch.float16)
 NORM_WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 NORM_GATE_DTYPES = (torch.bfloat16, torch.float32)
-# H100, DeepSeek-V4-Pro (no-cluster dot): dot 4.29 us at M = 4 against 5.88 on tensor cores; at M = 8
-# the tensor-core variant 5.70 against 6.24.
-NORM_DOT_MAX_M = 4
+# H100, DeepSeek-V4-Pro, cold (perf/NOTES.md, sixth round): the tensor-core variant takes 3.74-3.76 us
+# at any M up to 8 tokens; the dot variant 2.91 / 3.37 / 3.92 / 3.84 at M = 1 / 2 / 3 / 4.
+NORM_DOT_MAX_M = 2
 
 
 @functools.lru_cache(maxsize=4096)

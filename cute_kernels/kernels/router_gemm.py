@@ -398,8 +398,9 @@ class RouterGemm:
         16-byte load feeds two MMAs directly: MMA h uses columns 8q + 4h .. 8q + 4h + 3, which
         the fragment layout reads as k = 2q, 2q + 1 (a0/b0) and 2q + 8, 2q + 9 (a2/b1).
         With ``norm`` (bf16 x and norm weight), x * norm_weight has at most 16 significant bits:
-        it is fed as two bf16 halves, hi = bf16(p) and lo = p - hi (both exact), so the tensor
-        cores see the fp32 product; each warp also sums x^2 over its columns per row."""
+        it is fed as two bf16 halves, hi (p truncated to bf16) and lo = p - hi (both exact), so
+        the tensor cores see the fp32 product (``split_bf16_pair``); each warp also sums x^2 over
+        its columns per row."""
         eb, nb = self.e_tile // 16, self.m_tile // 8
         r, q = lane // 4, lane % 4
         acc = cute.make_rmem_tensor(cute.make_layout((4, eb, nb), stride=(1, 4, 4 * eb)), Float32)
@@ -408,6 +409,8 @@ class RouterGemm:
         a_hi = cute.make_rmem_tensor(cute.make_layout(8), dtype(self.w_dtype))
         bx = cute.make_rmem_tensor(cute.make_layout((8, nb), stride=(1, 8)), dtype(self.x_dtype))
         bx_lo = cute.make_rmem_tensor(cute.make_layout((8, nb), stride=(1, 8)), dtype(self.x_dtype))
+        b32 = cute.recast_tensor(bx, Int32)
+        l32 = cute.recast_tensor(bx_lo, Int32)
         xf = cute.make_rmem_tensor(cute.make_layout(8), Float32)
         nf = cute.make_rmem_tensor(cute.make_layout(8), Float32)
         sq = cute.make_rmem_tensor(cute.make_layout(nb), Float32)
@@ -427,12 +430,10 @@ class RouterGemm:
                         q2 = q2 + xf[v] * xf[v]
                     sq[n] = q2
                     xf.store(xf.load() * nf.load())
-                    bx[(None, n)].store(xf.load().to(dtype(self.x_dtype)))
-                    bx_lo[(None, n)].store((xf.load() - bx[(None, n)].load().to(Float32)).to(dtype(self.x_dtype)))
+                    for i in cutlass.range_constexpr(4):
+                        b32[n * 4 + i], l32[n * 4 + i] = split_bf16_pair(xf[2 * i], xf[2 * i + 1])
                 else:
                     bx[(None, n)].store(chunk[(None, col)].load())
-            b32 = cute.recast_tensor(bx, Int32)
-            l32 = cute.recast_tensor(bx_lo, Int32)
             for b in cutlass.range_constexpr(eb):
                 a_lo.store(cute.zipped_divide(s_w[(b * 16 + r, None, s)], (8,))[(None, col)].load())
                 a_hi.store(cute.zipped_divide(s_w[(b * 16 + r + 8, None, s)], (8,))[(None, col)].load())
@@ -776,6 +777,25 @@ def mma_m16n8k16(ab_dtype: str, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3, *, loc=N
         "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f", has_side_effects=False, is_align_stack=False,
         asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
     return [Float32(llvm.extractvalue(T.f32(), res, [i], loc=loc, ip=ip)) for i in range(4)]
+
+
+@dsl_user_op
+def split_bf16_pair(p0, p1, *, loc=None, ip=None):
+    """Two fp32 values of at most 16 significant bits (products of two bf16 numbers) as packed
+    bf16 pairs ``(hi, lo)`` with ``p = hi + lo`` exactly: hi keeps the top 8 significant bits
+    (the fp32 encoding's upper half, truncated), lo = p - hi holds the rest, so its upper half is
+    exact too. Bit operations only: the rounding conversions cost several times more issue slots
+    on the fused kernel's critical path."""
+    ins = [Float32(v).ir_value(loc=loc, ip=ip) for v in (p0, p1)]
+    res = llvm.inline_asm(
+        llvm.StructType.get_literal([T.i32()] * 2), ins,
+        "{ .reg .b32 h0, h1; .reg .f32 l0, l1;\n"
+        "and.b32 h0, $2, 0xFFFF0000; and.b32 h1, $3, 0xFFFF0000;\n"
+        "sub.f32 l0, $2, h0; sub.f32 l1, $3, h1;\n"
+        "prmt.b32 $0, h0, h1, 0x7632; prmt.b32 $1, l0, l1, 0x7632; }",
+        "=r,=r,f,f", has_side_effects=False, is_align_stack=False,
+        asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
+    return [Int32(llvm.extractvalue(T.i32(), res, [i], loc=loc, ip=ip)) for i in range(2)]
 
 
 @dsl_user_op
