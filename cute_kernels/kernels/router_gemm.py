@@ -84,8 +84,8 @@ class RouterGemm:
             raise ValueError("e_tile and consumer_warps must be >= 1")
         if self.reduce not in REDUCES:
             raise ValueError(f"reduce must be one of {REDUCES}; got {self.reduce!r}")
-        if self.reduce == "cluster" and not 1 <= self.split_k <= 16:
-            raise ValueError("split_k across a cluster is a cluster size: 1 to 16 (above 8 a non-portable one)")
+        if self.reduce == "cluster" and not 1 <= self.split_k <= 8:
+            raise ValueError("split_k across a cluster is a portable cluster size: 1 to 8")
         if not 1 <= self.split_k <= 64:
             raise ValueError("split_k must be 1 to 64")
 
