@@ -169,9 +169,14 @@ class RouterGemm:
         return self.red_slices * self.m_tile * self.e_tile * 4
 
     @property
+    def tile_vecs(self) -> int:
+        """``red_vec``-float vectors in one output tile: the unit of the reduction and the store."""
+        return self.m_tile * self.e_tile // self.red_vec
+
+    @property
     def owned_vecs(self) -> int:
         """Across a cluster, CTA r finalises vectors r, r + split_k, ...: at most this many."""
-        return -(-(self.m_tile * self.e_tile // self.red_vec) // self.split_k)
+        return -(-self.tile_vecs // self.split_k)
 
     @property
     def inbox_bytes(self) -> int:
@@ -476,7 +481,7 @@ class RouterGemm:
         (``publish_partial``) and the last of the tile's CTAs to arrive sums all of them."""
         consumer_threads = self.consumer_warps * WARP
         rv = self.red_vec
-        n_vec = self.m_tile * self.e_tile // rv
+        n_vec = self.tile_vecs
         flat = cute.make_tensor(red.iterator, cute.make_layout(self.red_slices * n_vec * rv))
         vecs = cute.zipped_divide(flat, (rv,))  # (rv, slices * n_vec)
         if cutlass.const_expr(self.red_slices > 1 or norm is not None or self.uses_cluster):
@@ -563,9 +568,8 @@ class RouterGemm:
     @property
     def store_iters(self) -> int:
         """Vectors of the output tile one consumer thread finalises, at most (``store_slot``)."""
-        n_vec = self.m_tile * self.e_tile // self.red_vec
         step = self.consumer_warps * WARP * (self.split_k if self.uses_cluster else 1)
-        return -(-n_vec // step)
+        return -(-self.tile_vecs // step)
 
     @cute.jit
     def store_slot(self, rank, tidx):
@@ -584,7 +588,7 @@ class RouterGemm:
     @cute.jit
     def load_bias(self, bias, bias_vals, e_blk, rank, tidx):
         """The bias of each column this consumer thread will store, into ``bias_vals``."""
-        n_vec = self.m_tile * self.e_tile // self.red_vec
+        n_vec = self.tile_vecs
         first, step = self.store_slot(rank, tidx)
         e_total = cute.size(bias, mode=[0])
         bias_vals.fill(0.0)

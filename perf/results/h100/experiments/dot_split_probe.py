@@ -6,12 +6,13 @@ DeepSeek-V4-Pro norm-router at M = 1-4, cold and hot, PDL on, each config checke
 float64 spec first.
     python perf/results/h100/experiments/dot_split_probe.py
 """
-import dataclasses, itertools, pathlib, sys, tempfile, time
+import dataclasses, itertools, pathlib, sys
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT))
 import torch
 import cute_kernels
-from cute_kernels import aot, compile as ck, ops, reference, timing
+import probe_kit
+from cute_kernels import ops, reference, timing
 
 dev = torch.device("cuda")
 BF, F32 = "bfloat16", "float32"
@@ -52,13 +53,7 @@ def label(c):
 
 def main():
     plan = [(s, *configs(*s[1:])) for s in SHAPES]
-    kernels = list(dict.fromkeys(c for *_, cfgs in plan for c in cfgs))
-    t0 = time.time()
-    lib = pathlib.Path(tempfile.mkdtemp())
-    jobs = [aot.Job(ck.CompileKey.of(k, "sm_90a").describe(), "sm_90a", kernel=k) for k in kernels]
-    summary = aot.build(jobs, lib, workers=16)
-    print(f"compiled {len(kernels)} configs in {time.time() - t0:.0f} s; failed {summary.failed}", flush=True)
-    ck.set_aot_dir(lib)
+    probe_kit.compile_all(c for *_, cfgs in plan for c in cfgs)
     pick_kernel = ops.norm_router_gemm_kernel
     for (name, h, e, xd, wd, out, bias, m, fused), pick, cfgs in plan:
         od, xt, wt = getattr(torch, out), getattr(torch, xd), getattr(torch, wd)

@@ -4,13 +4,14 @@ does not fit are now left out).
 Compiles every config first with one process per core (cute_kernels.aot), then times them.
     python perf/results/h100/experiments/dot_v2_probe.py OUT_DIR [--round2 | --round3]
 """
-import dataclasses, itertools, pathlib, sys, tempfile, time
+import dataclasses, itertools, pathlib, sys
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT))
 import torch
 import cute_kernels
-from cute_kernels import aot, bridge, compile as ck, ops, timing
-from cute_kernels.kernels.router_gemm import NormRouterGemm, RouterGemm
+import probe_kit
+from cute_kernels import bridge, ops, timing
+from cute_kernels.kernels.router_gemm import RouterGemm
 
 dev = torch.device("cuda")
 BF, F32 = "bfloat16", "float32"
@@ -79,13 +80,7 @@ def fused_cfgs(h, e, m, grid):
 def main(out_dir):
     plan = ([("router", r, *router_cfgs(*r[1:])) for r in ROUTER] + [("fused", f, *fused_cfgs(*f[1:])) for f in FUSED]
             + [("router", (n, h, e, BF, F32, None, m, None), *mma_cfgs(h, e, m, g)) for n, h, e, m, g in MMA])
-    kernels = list(dict.fromkeys(c for *_, cfgs in plan for c in cfgs))
-    t0 = time.time()
-    lib = pathlib.Path(tempfile.mkdtemp())
-    jobs = [aot.Job(ck.CompileKey.of(k, "sm_90a").describe(), "sm_90a", kernel=k) for k in kernels]
-    summary = aot.build(jobs, lib, workers=16)
-    print(f"compiled {len(kernels)} configs in {time.time() - t0:.0f} s; failed {summary.failed}", flush=True)
-    ck.set_aot_dir(lib)
+    probe_kit.compile_all(c for *_, cfgs in plan for c in cfgs)
     for kind, spec, pick, cfgs in plan:
         res = []
         for c in cfgs:

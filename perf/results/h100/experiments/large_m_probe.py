@@ -8,12 +8,13 @@ few configs once each inside an NVTX range "probe" for Nsight Compute:
         -o large_m python perf/results/h100/experiments/large_m_probe.py --ncu
 then ncu_csv_summary.py over the report's CSV pages.
 """
-import dataclasses, itertools, pathlib, sys, tempfile, time
+import dataclasses, itertools, pathlib, sys
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT))
 import torch
 import cute_kernels
-from cute_kernels import aot, compile as ck, ops, timing
+import probe_kit
+from cute_kernels import ops, timing
 
 dev = torch.device("cuda")
 BF, F32 = "bfloat16", "float32"
@@ -48,13 +49,7 @@ def main(ncu: bool):
         plan = [(s, pick, [c for c in cfgs if (c == pick and None in NCU.get((s[0], s[-1]), []))
                            or (c.e_tile, c.m_tile, c.consumer_warps) in NCU.get((s[0], s[-1]), [])])
                 for s, pick, cfgs in plan]
-    kernels = list(dict.fromkeys(c for *_, cfgs in plan for c in cfgs))
-    t0 = time.time()
-    lib = pathlib.Path(tempfile.mkdtemp())
-    jobs = [aot.Job(ck.CompileKey.of(k, "sm_90a").describe(), "sm_90a", kernel=k) for k in kernels]
-    summary = aot.build(jobs, lib, workers=16)
-    print(f"compiled {len(kernels)} configs in {time.time() - t0:.0f} s; failed {summary.failed}", flush=True)
-    ck.set_aot_dir(lib)
+    probe_kit.compile_all(c for *_, cfgs in plan for c in cfgs)
     for (name, h, e, out, bias, m), pick, cfgs in plan:
         od = getattr(torch, out)
         x = torch.randn(m, h, device=dev, dtype=torch.bfloat16)

@@ -5,12 +5,13 @@ the float64 product checked first. ``--ncu`` instead launches a few configs once
 NVTX range "probe" for Nsight Compute.
     python perf/results/h100/experiments/split_cost_probe.py
 """
-import dataclasses, itertools, pathlib, sys, tempfile, time
+import dataclasses, itertools, pathlib, sys
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT))
 import torch
 import cute_kernels
-from cute_kernels import aot, compile as ck, ops, timing
+import probe_kit
+from cute_kernels import ops, timing
 
 dev = torch.device("cuda")
 BF, F32 = "bfloat16", "float32"
@@ -42,13 +43,7 @@ def label(c):
 
 def main(ncu: bool):
     plan = [(s, *configs(*s[1:])) for s in SHAPES]
-    kernels = list(dict.fromkeys(c for *_, cfgs in plan for c in cfgs))
-    t0 = time.time()
-    lib = pathlib.Path(tempfile.mkdtemp())
-    jobs = [aot.Job(ck.CompileKey.of(k, "sm_90a").describe(), "sm_90a", kernel=k) for k in kernels]
-    summary = aot.build(jobs, lib, workers=16)
-    print(f"compiled {len(kernels)} configs in {time.time() - t0:.0f} s; failed {summary.failed}", flush=True)
-    ck.set_aot_dir(lib)
+    probe_kit.compile_all(c for *_, cfgs in plan for c in cfgs)
     for (name, h, e, m), picks, cfgs in plan:
         x = torch.randn(m, h, device=dev, dtype=torch.bfloat16)
         w = torch.randn(e, h, device=dev, dtype=torch.bfloat16)

@@ -3,12 +3,13 @@ global workspace (last CTA to arrive sums), cold and hot, PDL on, with each conf
 against the float64 product checked first.
     python perf/results/h100/experiments/split_reduce_probe.py
 """
-import dataclasses, itertools, pathlib, sys, tempfile, time
+import dataclasses, itertools, pathlib, sys
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 sys.path.insert(0, str(ROOT))
 import torch
 import cute_kernels
-from cute_kernels import aot, compile as ck, ops, timing
+import probe_kit
+from cute_kernels import ops, timing
 
 dev = torch.device("cuda")
 BF, F32 = "bfloat16", "float32"
@@ -36,13 +37,7 @@ def configs(h, e, out, bias, m):
 
 def main():
     plan = [(s, *configs(*s[1:])) for s in SHAPES]
-    kernels = list(dict.fromkeys(c for *_, cfgs in plan for c in cfgs))
-    t0 = time.time()
-    lib = pathlib.Path(tempfile.mkdtemp())
-    jobs = [aot.Job(ck.CompileKey.of(k, "sm_90a").describe(), "sm_90a", kernel=k) for k in kernels]
-    summary = aot.build(jobs, lib, workers=16)
-    print(f"compiled {len(kernels)} configs in {time.time() - t0:.0f} s; failed {summary.failed}", flush=True)
-    ck.set_aot_dir(lib)
+    probe_kit.compile_all(c for *_, cfgs in plan for c in cfgs)
     for (name, h, e, out, bias, m), pick, cfgs in plan:
         od = getattr(torch, out)
         res = []
