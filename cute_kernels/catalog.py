@@ -76,7 +76,9 @@ ROUTER_VARIANTS = (
        ("bfloat16", "bfloat16", "float32", None, 128, 7168, 256, "mma", True),
        ("float16", "float16", "float32", None, 8, 4096, 128, "mma", True),
        ("bfloat16", "bfloat16", "bfloat16", "bfloat16", 64, 2880, 128, "mma", True),
-       ("bfloat16", "bfloat16", "float32", "float32", 256, 64, 1000, "mma", False)]
+       ("bfloat16", "bfloat16", "float32", "float32", 256, 64, 1000, "mma", False),
+       ("bfloat16", "float32", "float32", None, 32, 3072, 256, "mma", True),
+       ("bfloat16", "float32", "bfloat16", "float32", 128, 6144, 128, "mma", False)]
 )
 
 GLOBAL_REDUCE = [v for v in ROUTER_VARIANTS if v[7] == "mma" and v[4] in (16, 128) and v[5] == 7168]

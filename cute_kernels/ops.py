@@ -13,7 +13,8 @@ import math
 import torch
 
 from . import bridge
-from .kernels.router_gemm import NormRouterGemm, RouterGemm
+from .kernels.common import WIDTHS
+from .kernels.router_gemm import MMA_DTYPES, NormRouterGemm, RouterGemm
 from .kernels.silu_mul_quant import SiluMulQuantFp8
 from .kernels.topk_pack import TopkPack
 
@@ -203,21 +204,29 @@ DOT_MAX_ACC = 64  # fp32 accumulators per lane in the dot variant: m_tile * e_ti
 # too (its 3 experts per CTA beat 6 by 0.2 us).
 DOT_CTAS_PER_SM = 0.73
 # The tensor-core variant holds a CTA's share of H in shared memory; at its smallest tiling (16
-# experts, 8 tokens, 8-way split) that fits up to H = 33792.
-ROUTER_MMA_MAX_H = 32768
-ROUTER_DOT_MAX_M = 4  # above this M, 16-bit same-dtype calls default to the tensor-core variant
+# experts, 8 tokens, 8-way split) that fits up to H = 33792 with 16-bit weights, 19456 with fp32
+# ones (``router_mma_max_h``).
+ROUTER_MMA_MAX_H = 32768  # 16-bit weights; half of it for fp32 weights
+ROUTER_DOT_MAX_M = 4  # above this M, calls the tensor cores take default to the mma variant
 
 
 def router_gemm_variant(x_dtype: str, w_dtype: str, m: int, h: int) -> str:
-    """Default consumer: tensor cores once a few tokens share each weight (16-bit, same dtype,
-    H up to ROUTER_MMA_MAX_H)."""
-    if mma_dtypes(x_dtype, w_dtype) and m > ROUTER_DOT_MAX_M and h <= ROUTER_MMA_MAX_H:
+    """Default consumer: tensor cores once a few tokens share each weight (``mma_dtypes``, H up
+    to ``router_mma_max_h``)."""
+    if mma_dtypes(x_dtype, w_dtype) and m > ROUTER_DOT_MAX_M and h <= router_mma_max_h(w_dtype):
         return "mma"
     return "dot"
 
 
 def mma_dtypes(x_dtype: str, w_dtype: str) -> bool:
-    return x_dtype == w_dtype and w_dtype in ("bfloat16", "float16")
+    """Whether the tensor-core variant takes these dtypes: both bf16, both fp16, or bf16 x with
+    fp32 weights (fed as three exact bf16 parts)."""
+    return (x_dtype, w_dtype) in MMA_DTYPES
+
+
+def router_mma_max_h(w_dtype: str) -> int:
+    """The largest H the tensor-core variant takes with these weights."""
+    return ROUTER_MMA_MAX_H * 16 // WIDTHS[w_dtype]
 
 
 def router_m_tile(variant: str, m: int) -> int:
@@ -243,7 +252,9 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
     ``mma`` (H100, perf/NOTES.md): H split 8 ways across a cluster; 32-expert tiles of M's
     token bucket up to 16 tokens, 32 x 16-token tiles up to 64, then 32-token tiles of 16
     experts (32 below 256 experts). Measured DeepSeek-V3: M = 16 3.21 us, M = 32 4.14, M = 128
-    12.24, each the best or within 0.15 us of the best of 28 tilings and reductions.
+    12.24, each the best or within 0.15 us of the best of 28 tilings and reductions. With fp32
+    weights (three MMAs per weight) 16-expert tiles of 8, 16, 16 and 32 tokens up to M = 8, 16,
+    32 and beyond: MiniMax-M2 M = 32 3.35 us against 3.88 with the 16-bit tiles.
     Both hold a CTA's whole share of H in shared memory (``router_stages``); where it does not
     fit, fewer tokens share a CTA, then (dot) fewer experts, then H is split (further). Splits
     reduce across a cluster: through the global workspace (``RouterGemm.reduce``, an explicit
@@ -268,13 +279,15 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
                     if stages := router_stages(probe, h):
                         return dataclasses.replace(probe, stages=stages)
         raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
-    if m <= 16:
+    if w_dtype == "float32":  # 16-expert tiles first at every M (MiniMax-M2/M3, perf/NOTES.md)
+        tiles = [(16, m_tile if m <= 16 else 16 if m <= 32 else 32)]
+    elif m <= 16:
         tiles = [(32, m_tile), (16, m_tile)]
     elif m <= 64:
         tiles = [(32, 16), (16, 16)]
     else:
         tiles = [(16 if e >= 256 else 32, 32), (16, 16)]
-    for e_tile, tile in dict.fromkeys(tiles + [(16, 8)]):  # 16 x 8 holds any H up to ROUTER_MMA_MAX_H
+    for e_tile, tile in dict.fromkeys(tiles + [(16, 8)]):  # 16 x 8 holds any H up to router_mma_max_h
         probe = make(e_tile, tile, min(8, -(-h // make(e_tile, tile, 1).k_tile)))  # >= 1 k tile per CTA
         if stages := router_stages(probe, h):
             return dataclasses.replace(probe, stages=stages)
@@ -313,10 +326,12 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """Router logits ``x @ weight.T (+ bias)`` with fp32 accumulation, rounded once to out_dtype.
 
     x: [M, H] bf16/fp16/fp32; weight: [E, H] bf16/fp16/fp32 (fp32 weights are used as fp32:
-    no TF32, nothing rounded to bf16); bias: [E] float or None; out: [M, E] fp32 or bf16
-    (allocated if None). H must be a positive multiple of 8; x and weight contiguous and
-    16-byte aligned (TMA). Any M >= 0 and E >= 1. ``variant``: "dot" (CUDA cores) or "mma"
-    (tensor cores; x and weight both bf16 or both fp16, H <= ROUTER_MMA_MAX_H); None picks by M.
+    no TF32, nothing rounded to bf16; on tensor cores each enters as three bf16 parts that sum
+    to it exactly); bias: [E] float or None; out: [M, E] fp32 or bf16 (allocated if None). H
+    must be a positive multiple of 8; x and weight contiguous and 16-byte aligned (TMA). Any
+    M >= 0 and E >= 1. ``variant``: "dot" (CUDA cores) or "mma" (tensor cores: x and weight
+    both bf16 or both fp16, or bf16 x with fp32 weights; H <= ``router_mma_max_h``); None picks
+    by M.
     ``pdl``: launch with programmatic dependent launch (the weight stream starts before the
     previous kernel has finished). ``config``: an explicit ``RouterGemm`` specialisation (for
     tuning sweeps) instead of the heuristic's; its dtypes must match the call's.
@@ -341,10 +356,11 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     elif variant not in ("dot", "mma"):
         raise ValueError(f"variant must be 'dot', 'mma' or None; got {variant!r}")
     elif variant == "mma" and not mma_dtypes(*names):
-        raise ValueError(f"variant='mma' needs x and weight both bf16 or both fp16; got {names[0]} x {names[1]}")
-    elif variant == "mma" and h > ROUTER_MMA_MAX_H:
-        raise ValueError(f"variant='mma' takes H up to {ROUTER_MMA_MAX_H} (a CTA's share of H must fit in shared "
-                         f"memory); got H={h}: use variant='dot'")
+        raise ValueError(f"variant='mma' needs x and weight both bf16 or both fp16, or bf16 x with fp32 weights; "
+                         f"got {names[0]} x {names[1]}")
+    elif variant == "mma" and h > router_mma_max_h(names[1]):
+        raise ValueError(f"variant='mma' takes H up to {router_mma_max_h(names[1])} with {names[1]} weights (a CTA's "
+                         f"share of H must fit in shared memory); got H={h}: use variant='dot'")
     bias_dtype = None if bias is None else bias.dtype
     if config is not None:
         if (config.x_dtype, config.w_dtype, config.out_dtype, config.bias_dtype) != (

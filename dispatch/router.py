@@ -25,7 +25,9 @@ WEIGHT_DTYPES = (_BF16, _FP16, _FP32)  # fp16 weights: beyond the spec's bf16/fp
 OUT_DTYPES = (_FP32, _BF16)
 BIAS_DTYPES = (_BF16, _FP16, _FP32, torch.float64)
 MAX_HIDDEN = 65536
-MMA_MAX_HIDDEN = 32768  # = cute_kernels.ops.ROUTER_MMA_MAX_H: the tensor-core kernel's share of H must fit in smem
+# = cute_kernels.ops.ROUTER_MMA_MAX_H, 16-bit weights (half for fp32 ones): the tensor-core
+# kernel's share of H must fit in shared memory.
+MMA_MAX_HIDDEN = 32768
 MAX_ELEMENTS = 2**31 - 1  # the kernels index with 32-bit integers
 
 
@@ -124,11 +126,13 @@ def kernel_limits(p: RouterProblem) -> str | None:
 
 
 def _mma_eligible(p: RouterProblem) -> str | None:
-    if p.x_dtype != p.weight_dtype or p.x_dtype not in (_BF16, _FP16):
-        return (f"needs x and weight both bfloat16 or both float16; got {dtype_name(p.x_dtype)} and "
-                f"{dtype_name(p.weight_dtype)}")
-    if p.hidden > MMA_MAX_HIDDEN:
-        return f"H={p.hidden} is over {MMA_MAX_HIDDEN} (a CTA's share of H must fit in shared memory)"
+    if (p.x_dtype, p.weight_dtype) not in ((_BF16, _BF16), (_FP16, _FP16), (_BF16, _FP32)):
+        return (f"needs x and weight both bfloat16 or both float16, or bfloat16 x with float32 weights; got "
+                f"{dtype_name(p.x_dtype)} and {dtype_name(p.weight_dtype)}")
+    max_hidden = MMA_MAX_HIDDEN * 2 // p.weight_dtype.itemsize
+    if p.hidden > max_hidden:
+        return (f"H={p.hidden} is over {max_hidden} for {dtype_name(p.weight_dtype)} weights (a CTA's share of H "
+                "must fit in shared memory)")
     return kernel_limits(p) or environment.cute_unavailable(p.device, "router_gemm")
 
 

@@ -51,14 +51,14 @@ _SIXTEEN_BIT = ("bfloat16", "float16")
 def default_windows(op: str, dtypes: tuple[str, ...]) -> dict[str, tuple[int, int]]:
     """The boundaries used where the table has no entry.
 
-    Router GEMM: the dot-product kernel wins at decode sizes, the tensor-core kernel above;
-    with fp32 operands (or mixed dtypes, which no tensor-core path takes) the dot kernel is
-    kept to small M and torch's fp32 GEMM takes the rest. fp16 weights have no dot kernel, so
-    the tensor-core kernel takes every M there."""
+    Router GEMM: the dot-product kernel wins at decode sizes, the tensor-core kernel above (bf16
+    x with bf16 or fp32 weights); with other fp32 operands or mixed dtypes, which no
+    tensor-core path takes, the dot kernel is kept to small M and torch's fp32 GEMM takes the
+    rest. fp16 weights have no dot kernel, so the tensor-core kernel takes every M there."""
     if op != "router_gemm":
         return {}
     x, weight = dtypes
-    if x == weight == "bfloat16":
+    if x == "bfloat16" and weight in ("bfloat16", "float32"):
         return {"cute-dot": (0, 8), "cute-mma": (9, NO_LIMIT)}
     if x == weight == "float16":
         return {"cute-mma": (0, NO_LIMIT)}

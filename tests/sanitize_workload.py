@@ -53,14 +53,15 @@ def silu_mul_quant_cases():
 
 def router_gemm_cases():
     """Each router variant once: dot, mma (its H split 8 ways across a cluster, and the same
-    split through the global workspace), fp32 weights, bias, bf16 out, a partial expert tile,
-    PDL off. fp32 out within 1e-5 (Frobenius), bf16 out 1e-2."""
+    split through the global workspace), fp32 weights on both, bias, bf16 out, a partial expert
+    tile, PDL off. fp32 out within 1e-5 (Frobenius), bf16 out 1e-2."""
     f32, bf16 = torch.float32, torch.bfloat16
     paths = [  # (x, weight, out, bias, M, H, E, variant, pdl); variant "global": mma through the workspace
         (bf16, bf16, f32, None, 1, 7168, 256, "dot", True),
         (bf16, bf16, f32, None, 16, 7168, 256, "mma", True),
         (bf16, bf16, f32, None, 64, 7168, 256, "global", True),
         (bf16, f32, f32, None, 3, 3072, 256, "dot", False),
+        (bf16, f32, bf16, f32, 33, 3072, 200, "mma", True),
         (bf16, bf16, bf16, bf16, 5, 2880, 128, "mma", True),
         (f32, f32, bf16, f32, 9, 64, 7, "dot", True),
         (bf16, bf16, f32, None, 130, 1024, 40, "mma", False),

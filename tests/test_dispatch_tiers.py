@@ -110,11 +110,11 @@ def expected_router_tier(arch, xd, wd, h, m, dense):
     sixteen = (BF16, FP16)
     kernels_ok = arch in ("sm_90a", "sm_100a") and h % 8 == 0 and dense
     eligible = {
-        "cute-mma": kernels_ok and xd == wd and xd in sixteen,
+        "cute-mma": kernels_ok and (xd, wd) in MMA_PAIRS,
         "cute-dot": kernels_ok and wd in (BF16, FP32),
         "cublas": xd == wd and xd in sixteen,
     }
-    if xd == wd == BF16:
+    if xd == BF16 and wd in (BF16, FP32):
         windows = {"cute-dot": (0, 8), "cute-mma": (9, INF)}
     elif xd == wd == FP16:
         windows = {"cute-mma": (0, INF)}
@@ -127,6 +127,7 @@ def expected_router_tier(arch, xd, wd, h, m, dense):
     return "torch"
 
 
+MMA_PAIRS = [(BF16, BF16), (FP16, FP16), (BF16, FP32)]
 DTYPE_PAIRS = [(BF16, BF16), (FP16, FP16), (FP32, FP32), (BF16, FP32), (FP32, BF16), (FP16, BF16), (BF16, FP16)]
 
 
@@ -146,8 +147,8 @@ def test_router_selection_matrix(monkeypatch, calls, arch, xd, wd):
             assert steps["cute-mma"] == "skipped: H=60 is not a positive multiple of 8"
         if not dense and h == 64 and arch != "sm_80" and xd == wd == BF16:
             assert "16-byte aligned" in steps["cute-dot"]
-        if xd != wd and arch != "sm_80":
-            assert "needs x and weight both bfloat16 or both float16" in steps["cute-mma"]
+        if (xd, wd) not in MMA_PAIRS and arch != "sm_80":
+            assert "needs x and weight both bfloat16 or both float16, or bfloat16 x with float32" in steps["cute-mma"]
 
 
 # A table of the test's own: the shipped one changes whenever a measured sweep rewrites it.
@@ -155,7 +156,7 @@ TABLE = """{"source": "heuristic", "entries": [
     {"op": "router_gemm", "arch": "sm_90a", "dtypes": ["bfloat16", "bfloat16"], "shape": [7168, 256],
      "windows": {"cute-dot": [0, 8], "cute-mma": [9, null]}},
     {"op": "router_gemm", "arch": "sm_90a", "dtypes": ["bfloat16", "float32"], "shape": [3072, 256],
-     "windows": {"cute-dot": [0, 64]}}]}"""
+     "windows": {"cute-dot": [0, 64], "cute-mma": null}}]}"""
 
 
 def test_router_windows_and_reasons_in_explain(monkeypatch, calls):
@@ -167,7 +168,8 @@ def test_router_windows_and_reasons_in_explain(monkeypatch, calls):
     assert dict(at_1.steps)["cute-mma"] == "skipped: the tuning table gives it M in [9, inf]"
     assert at_1.tuning_source == dispatch.tuning.table()[0]
     assert router.ROUTER.explain(router_problem(BF16, BF16, 64, 8), 1).tuning_source.startswith("built-in default")
-    # fp32 weights: the dot kernel up to M = 64, torch's fp32 GEMM beyond (cuBLAS bf16 cannot take them)
+    # fp32 weights, tensor cores off: the dot kernel up to M = 64, torch's fp32 GEMM beyond (cuBLAS
+    # bf16 cannot take them)
     p32 = router_problem(BF16, FP32, 3072, 256)
     assert [router.ROUTER.explain(p32, m).tier for m in (1, 64, 65)] == ["cute-dot", "cute-dot", "torch"]
     text = str(router.ROUTER.explain(p32, 65))
@@ -187,6 +189,8 @@ def test_router_kernel_row_limit(monkeypatch, calls):
     assert f"H={h + 8} is over {h}" in wide["cute-mma"] and wide["cute-dot"] == "runs"
     assert "H=65544 is over 65536" in dict(router.ROUTER.explain(router_problem(BF16, BF16, 65544), 1).steps)[
         "cute-dot"]
+    fp32_w = dict(router.ROUTER.explain(router_problem(BF16, FP32, h // 2 + 8), 1000).steps)
+    assert f"H={h // 2 + 8} is over {h // 2} for float32 weights" in fp32_w["cute-mma"]
 
 
 def test_missing_kernel_is_reported_not_built(monkeypatch, calls):

@@ -370,7 +370,9 @@ def test_default_windows():
     assert tuning.default_windows("router_gemm", ("bfloat16", "bfloat16")) == {
         "cute-dot": (0, 8), "cute-mma": (9, tuning.NO_LIMIT)}
     assert tuning.default_windows("router_gemm", ("float16", "float16")) == {"cute-mma": (0, tuning.NO_LIMIT)}
-    assert tuning.default_windows("router_gemm", ("bfloat16", "float32")) == {"cute-dot": (0, 64)}
+    assert tuning.default_windows("router_gemm", ("bfloat16", "float32")) == {
+        "cute-dot": (0, 8), "cute-mma": (9, tuning.NO_LIMIT)}
+    assert tuning.default_windows("router_gemm", ("float32", "float32")) == {"cute-dot": (0, 64)}
     assert tuning.default_windows("pack_topk", ("int32", "float32")) == {}
 
 

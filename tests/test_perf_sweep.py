@@ -53,9 +53,9 @@ def test_dry_run_plans_each_op(monkeypatch, capsys):
     monkeypatch.setattr(environment, "device_arch", lambda device: "sm_90a")
     assert sweep.main(["--op", "all", "--quick", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    # router: deepseek-v3 and gpt-oss-120b x 5 implementations, minimax-m2 (fp32 weights) x 3, at 3 M
-    assert "[39/39] router_gemm gpt-oss-120b M=128 dispatch" in out
-    assert "not timed: cute-mma on minimax-m2 (needs x and weight both bfloat16" in out
+    # router: deepseek-v3 and gpt-oss-120b x 5 implementations, minimax-m2 (fp32 weights) x 4, at 3 M
+    assert "[42/42] router_gemm gpt-oss-120b M=128 dispatch" in out
+    assert "not timed: cublas on minimax-m2 (needs x and weight of one 16-bit dtype" in out
     assert "[12/12] silu_mul_quant_fp8" in out and "[27/27] pack_topk" in out
     assert "norm_router_gemm deepseek-v4-flash M=1 unfused" in out
 

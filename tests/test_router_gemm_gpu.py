@@ -69,9 +69,10 @@ def test_presets(preset, m, gen):
 
 @pytest.mark.parametrize("h,e", RANDOM_SHAPES)
 @pytest.mark.parametrize("m", [0, 1, 3, 13, 64, 256])
-@pytest.mark.parametrize("variant", ["dot", "mma"])
-def test_random_shapes(h, e, m, variant, gen):
-    run(*make(m, h, e, torch.bfloat16, torch.bfloat16, None, gen), variant=variant)
+@pytest.mark.parametrize("variant,w_dtype", [("dot", torch.bfloat16), ("mma", torch.bfloat16),
+                                             ("mma", torch.float32)])
+def test_random_shapes(h, e, m, variant, w_dtype, gen):
+    run(*make(m, h, e, torch.bfloat16, w_dtype, None, gen), variant=variant)
 
 
 @pytest.mark.parametrize("x_dtype", list(DTYPES))
@@ -91,11 +92,14 @@ def test_both_variants_any_m(variant, m, pdl, gen):
     run(*make(m, 7168, 256, torch.bfloat16, torch.bfloat16, None, gen), variant=variant, pdl=pdl)
 
 
-def test_fp32_weights_are_not_rounded(gen):
-    """Weights with more than bf16's 8 mantissa bits: any rounding to bf16/TF32 shows up at 1e-3."""
-    x, w, _ = make(4, 3072, 256, torch.float32, torch.float32, None, gen)
+@pytest.mark.parametrize("x_dtype,variant", [(torch.float32, "dot"), (torch.bfloat16, "dot"),
+                                             (torch.bfloat16, "mma")])
+def test_fp32_weights_are_not_rounded(x_dtype, variant, gen):
+    """Weights with more than bf16's 8 mantissa bits: any rounding to bf16/TF32 shows up at 1e-3,
+    a dropped third part (tensor cores) at 1e-5 in ``run``'s check."""
+    x, w, _ = make(16, 3072, 256, x_dtype, torch.float32, None, gen)
     w = w + 1e-3 * torch.randn_like(w)
-    got = run(x, w)
+    got = run(x, w, variant=variant)
     rounded = (x.double() @ w.to(torch.bfloat16).double().T)
     assert (got.double() - rounded).abs().max() > 1e-3
 
@@ -184,15 +188,22 @@ def test_capture_needing_a_larger_workspace_is_a_clear_error(monkeypatch, gen):
             cute_kernels.router_gemm(x, w, config=config)
 
 
-def test_nan_and_inf_propagate(gen):
-    x, w, _ = make(3, 1024, 64, torch.bfloat16, torch.bfloat16, None, gen)
+@pytest.mark.parametrize("w_dtype", [torch.bfloat16, torch.float32])
+def test_nan_and_inf_propagate(w_dtype, gen):
+    """Also where fp32 weights enter the tensor cores in parts: an infinite x times a zero part
+    must not turn the row's infinities into NaN."""
+    x, w, _ = make(4, 1024, 64, torch.bfloat16, w_dtype, None, gen)
     x[0, 5] = float("nan")
     x[1, 7] = float("inf")
+    w[3, 9] = float("-inf")
+    w[5, :8] = 0.5  # parts below the first are zero
+    x[2, 3] = float("inf")
     for variant in ("dot", "mma"):
         got = cute_kernels.router_gemm(x, w, variant=variant)
         want = reference.router_gemm(x, w)
-        assert torch.equal(torch.isnan(got), torch.isnan(want))
-        assert torch.equal(torch.isinf(got), torch.isinf(want))
+        assert torch.equal(torch.isnan(got), torch.isnan(want)), variant
+        assert torch.equal(torch.isinf(got), torch.isinf(want)), variant
+        assert torch.equal(got[got.isinf()], want[want.isinf()]), variant
 
 
 def test_rejects_what_it_cannot_do(gen):
@@ -208,5 +219,8 @@ def test_rejects_what_it_cannot_do(gen):
         op(x, w, out=x.view(-1).view(torch.float32)[:256].view(4, 64))
     with pytest.raises(ValueError, match="variant='mma' needs x and weight both bf16 or both fp16"):
         op(x.float(), w, variant="mma")
+    with pytest.raises(ValueError, match="variant='mma' takes H up to 16384 with float32 weights"):
+        op(torch.zeros(1, 16392, dtype=torch.bfloat16, device="cuda"),
+           torch.zeros(8, 16392, device="cuda"), variant="mma")
     with pytest.raises(TypeError, match="out must have dtype float32"):
         op(x, w, out=torch.empty(4, 64, dtype=torch.bfloat16, device="cuda"))

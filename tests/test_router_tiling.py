@@ -24,7 +24,7 @@ def test_router_picks_hold_their_share(h, e, w_dtype):
     for m, x_dtype in itertools.product(M_VALUES, ("bfloat16", "float32")):
         kernel = ops.router_gemm_kernel(x_dtype, w_dtype, "float32", None, m, h, e, "dot", True)
         assert _fits(kernel, h), kernel
-        if ops.mma_dtypes(x_dtype, w_dtype) and h <= ops.ROUTER_MMA_MAX_H:
+        if ops.mma_dtypes(x_dtype, w_dtype) and h <= ops.router_mma_max_h(w_dtype):
             kernel = ops.router_gemm_kernel(x_dtype, w_dtype, "float32", None, m, h, e, "mma", True)
             assert _fits(kernel, h), kernel
 
@@ -40,14 +40,24 @@ def test_norm_router_picks_hold_their_share(h, e, w_dtype):
         assert _fits(kernel, h), kernel
 
 
-def test_mma_limit():
+@pytest.mark.parametrize("w_dtype,limit", [("bfloat16", 32768), ("float16", 32768), ("float32", 16384)])
+def test_mma_limit(w_dtype, limit):
     from dispatch import router
 
     assert router.MMA_MAX_HIDDEN == ops.ROUTER_MMA_MAX_H
-    h = ops.ROUTER_MMA_MAX_H
-    assert ops.router_gemm_variant("bfloat16", "bfloat16", 64, h) == "mma"
-    assert ops.router_gemm_variant("bfloat16", "bfloat16", 64, h + 8) == "dot"
-    assert _fits(ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 256, h, 4096, "mma", True), h)
+    x_dtype = "float16" if w_dtype == "float16" else "bfloat16"
+    h = ops.router_mma_max_h(w_dtype)
+    assert h == limit
+    assert ops.router_gemm_variant(x_dtype, w_dtype, 64, h) == "mma"
+    assert ops.router_gemm_variant(x_dtype, w_dtype, 64, h + 8) == "dot"
+    for m in M_VALUES:
+        assert _fits(ops.router_gemm_kernel(x_dtype, w_dtype, "float32", None, m, h, 4096, "mma", True), h)
+
+
+def test_mma_dtypes():
+    assert ops.mma_dtypes("bfloat16", "float32") and ops.mma_dtypes("float16", "float16")
+    assert not ops.mma_dtypes("float16", "float32") and not ops.mma_dtypes("float32", "float32")
+    assert not ops.mma_dtypes("bfloat16", "float16")
 
 
 def test_dot_runs_without_a_split_where_the_share_fits():
@@ -74,7 +84,7 @@ def test_split_reductions_stay_within_their_limits(h, e, w_dtype):
 
     for m in M_VALUES + [5000]:
         kernels = [ops.router_gemm_kernel("bfloat16", w_dtype, "float32", None, m, h, e, "dot", True)]
-        if ops.mma_dtypes("bfloat16", w_dtype) and h <= ops.ROUTER_MMA_MAX_H:
+        if ops.mma_dtypes("bfloat16", w_dtype) and h <= ops.router_mma_max_h(w_dtype):
             kernels.append(ops.router_gemm_kernel("bfloat16", w_dtype, "float32", None, m, h, e, "mma", True))
         for k in kernels:
             if k.uses_workspace:

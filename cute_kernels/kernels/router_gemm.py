@@ -34,6 +34,7 @@ Out-of-range rows/columns (partial E, M or H tiles) arrive as zeros from TMA, so
 store is masked. H must be a multiple of 8 (TMA needs 16-byte row strides).
 """
 
+import itertools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -51,6 +52,9 @@ WORKSPACE_COUNTERS = 8192
 WARP = 32
 VEC_BYTES = 16
 MMA_K = 32  # columns one warp consumes per step: two m16n8k16 MMAs
+# (x, weight) dtypes the tensor cores take. fp32 weights enter as three bf16 parts whose sum is
+# the weight exactly (``split_bf16``), so the products are those of the fp32 weights.
+MMA_DTYPES = (("bfloat16", "bfloat16"), ("float16", "float16"), ("bfloat16", "float32"))
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,9 @@ class RouterGemm:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}; got {self.variant!r}")
         if self.variant == "mma":
-            if self.x_dtype != self.w_dtype or self.w_dtype not in ("bfloat16", "float16"):
-                raise ValueError("the mma variant needs x and weight both bfloat16 or both float16")
+            if (self.x_dtype, self.w_dtype) not in MMA_DTYPES:
+                raise ValueError("the mma variant needs x and weight both bfloat16 or both float16, or bfloat16 x "
+                                 "with float32 weights")
             if self.e_tile % 16 or self.m_tile % 8:
                 raise ValueError("the mma variant tiles experts by 16 and tokens by 8")
         if self.e_tile < 1 or self.consumer_warps < 1:
@@ -117,6 +122,12 @@ class RouterGemm:
     @property
     def w_vec(self) -> int:
         return VEC_BYTES * 8 // WIDTHS[self.w_dtype]
+
+    @property
+    def w_parts(self) -> int:
+        """bf16 parts each weight enters the tensor cores as: 3 for fp32 weights (24 significant
+        bits), else 1."""
+        return 3 if self.w_dtype == "float32" else 1
 
     @property
     def threads(self) -> int:
@@ -398,29 +409,36 @@ class RouterGemm:
     @cute.jit
     def consume_mma(self, s_w, s_x, red, full, warp, lane, k_count, norm=None):
         """Warp w owns columns [32 w, 32 w + 32) of every stage. Lane (r, q) = (lane / 4, lane % 4)
-        loads 16 bytes: W rows r and r + 8 of each 16-expert block and x row r of each 8-token
-        block, columns [8q, 8q + 8). The dot product does not care how columns pair up, so each
-        16-byte load feeds two MMAs directly: MMA h uses columns 8q + 4h .. 8q + 4h + 3, which
-        the fragment layout reads as k = 2q, 2q + 1 (a0/b0) and 2q + 8, 2q + 9 (a2/b1).
-        With ``norm`` (bf16 x and norm weight), x * norm_weight has at most 16 significant bits:
-        it is fed as two bf16 halves, hi (p truncated to bf16) and lo = p - hi (both exact), so
-        the tensor cores see the fp32 product (``split_bf16_pair``); each warp also sums x^2 over
-        its columns per row."""
+        loads columns [8q, 8q + 8) of W rows r and r + 8 of each 16-expert block and of x row r
+        of each 8-token block. The dot product does not care how columns pair up, so each load
+        feeds two MMAs directly: MMA h uses columns 8q + 4h .. 8q + 4h + 3, which the fragment
+        layout reads as k = 2q, 2q + 1 (a0/b0) and 2q + 8, 2q + 9 (a2/b1).
+        Operands the tensor cores cannot take whole enter as bf16 parts that sum to them exactly
+        (``split_bf16``), one MMA per pair of parts, so the products are the fp32 ones:
+        fp32 weights as three parts; with ``norm`` (bf16 x and norm weight) x * norm_weight,
+        which has at most 16 significant bits, as two. The largest parts' product accumulates
+        apart from the others (``rest``): an infinite operand makes a zero part's product NaN,
+        so a non-finite leading sum is kept as it is, as the unsplit product would give it.
+        Each warp then also sums x^2 over its columns per row."""
         eb, nb = self.e_tile // 16, self.m_tile // 8
+        a_parts, b_parts = self.w_parts, (2 if norm is not None else 1)
+        split = a_parts * b_parts > 1
         r, q = lane // 4, lane % 4
         acc = cute.make_rmem_tensor(cute.make_layout((4, eb, nb), stride=(1, 4, 4 * eb)), Float32)
         acc.fill(0.0)
-        a_lo = cute.make_rmem_tensor(cute.make_layout(8), dtype(self.w_dtype))
-        a_hi = cute.make_rmem_tensor(cute.make_layout(8), dtype(self.w_dtype))
-        bx = cute.make_rmem_tensor(cute.make_layout((8, nb), stride=(1, 8)), dtype(self.x_dtype))
-        bx_lo = cute.make_rmem_tensor(cute.make_layout((8, nb), stride=(1, 8)), dtype(self.x_dtype))
-        b32 = cute.recast_tensor(bx, Int32)
-        l32 = cute.recast_tensor(bx_lo, Int32)
+        rest = cute.make_rmem_tensor(cute.make_layout((4, eb, nb), stride=(1, 4, 4 * eb)), Float32)
+        rest.fill(0.0)
+        # A fragments: [column pair of the lane's 8, row r / r + 8, part]
+        a32 = cute.make_rmem_tensor(cute.make_layout((4, 2, a_parts), stride=(1, 4, 8)), Int32)
+        wv = cute.make_rmem_tensor(cute.make_layout(8), dtype(self.w_dtype))
+        # B fragments: [column pair, token block, part]
+        b32 = cute.make_rmem_tensor(cute.make_layout((4, nb, b_parts), stride=(1, 4, 4 * nb)), Int32)
+        bx = cute.make_rmem_tensor(cute.make_layout(8), dtype(self.x_dtype))
         xf = cute.make_rmem_tensor(cute.make_layout(8), Float32)
         nf = cute.make_rmem_tensor(cute.make_layout(8), Float32)
         sq = cute.make_rmem_tensor(cute.make_layout(nb), Float32)
         sq.fill(0.0)
-        col = warp * (MMA_K // 8) + q  # this lane's 16-byte chunk within the stage row
+        col = warp * (MMA_K // 8) + q  # this lane's 8-column chunk within the stage row
         for i in cutlass.range(k_count, unroll=1):
             s = xs = i
             cute.arch.mbarrier_wait(full + s, 0)
@@ -435,28 +453,37 @@ class RouterGemm:
                         q2 = q2 + xf[v] * xf[v]
                     sq[n] = q2
                     xf.store(xf.load() * nf.load())
-                    for i in cutlass.range_constexpr(4):
-                        b32[n * 4 + i], l32[n * 4 + i] = split_bf16_pair(xf[2 * i], xf[2 * i + 1])
+                    for c in cutlass.range_constexpr(4):
+                        b32[c, n, 0], b32[c, n, 1] = split_bf16(xf[2 * c], xf[2 * c + 1], 2)
                 else:
-                    bx[(None, n)].store(chunk[(None, col)].load())
+                    bx.store(chunk[(None, col)].load())
+                    for c in cutlass.range_constexpr(4):
+                        b32[c, n, 0] = cute.recast_tensor(bx, Int32)[c]
             for b in cutlass.range_constexpr(eb):
-                a_lo.store(cute.zipped_divide(s_w[(b * 16 + r, None, s)], (8,))[(None, col)].load())
-                a_hi.store(cute.zipped_divide(s_w[(b * 16 + r + 8, None, s)], (8,))[(None, col)].load())
-                lo32, hi32 = cute.recast_tensor(a_lo, Int32), cute.recast_tensor(a_hi, Int32)
+                for rh in cutlass.range_constexpr(2):
+                    wv.store(cute.zipped_divide(s_w[(b * 16 + r + 8 * rh, None, s)], (8,))[(None, col)].load())
+                    for c in cutlass.range_constexpr(4):
+                        if cutlass.const_expr(a_parts == 1):
+                            a32[c, rh, 0] = cute.recast_tensor(wv, Int32)[c]
+                        else:
+                            parts = split_bf16(wv[2 * c], wv[2 * c + 1], a_parts)
+                            for p in cutlass.range_constexpr(a_parts):
+                                a32[c, rh, p] = parts[p]
                 for n in cutlass.range_constexpr(nb):
                     for half in cutlass.range_constexpr(2):
-                        d = mma_m16n8k16(
-                            self.w_dtype,
-                            lo32[2 * half], hi32[2 * half], lo32[2 * half + 1], hi32[2 * half + 1],
-                            b32[n * 4 + 2 * half], b32[n * 4 + 2 * half + 1],
-                            acc[0, b, n], acc[1, b, n], acc[2, b, n], acc[3, b, n])
-                        if cutlass.const_expr(norm is not None):
+                        for pa, pb in itertools.product(range(a_parts), range(b_parts)):
+                            into = rest if pa + pb else acc
                             d = mma_m16n8k16(
-                                self.w_dtype,
-                                lo32[2 * half], hi32[2 * half], lo32[2 * half + 1], hi32[2 * half + 1],
-                                l32[n * 4 + 2 * half], l32[n * 4 + 2 * half + 1], d[0], d[1], d[2], d[3])
-                        for c in cutlass.range_constexpr(4):
-                            acc[c, b, n] = d[c]
+                                self.x_dtype,
+                                a32[2 * half, 0, pa], a32[2 * half, 1, pa],
+                                a32[2 * half + 1, 0, pa], a32[2 * half + 1, 1, pa],
+                                b32[2 * half, n, pb], b32[2 * half + 1, n, pb], *[into[c, b, n] for c in range(4)])
+                            for c in cutlass.range_constexpr(4):
+                                into[c, b, n] = d[c]
+        if cutlass.const_expr(split):
+            for c, b, n in itertools.product(range(4), range(eb), range(nb)):
+                lead = acc[c, b, n]
+                acc[c, b, n] = Float32(cutlass.select_(lead - lead == Float32(0.0), lead + rest[c, b, n], lead))
         # C fragment: c0, c1 = (expert r, tokens 2q, 2q + 1); c2, c3 = expert r + 8.
         for b in cutlass.range_constexpr(eb):
             for n in cutlass.range_constexpr(nb):
@@ -784,22 +811,28 @@ def mma_m16n8k16(ab_dtype: str, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3, *, loc=N
 
 
 @dsl_user_op
-def split_bf16_pair(p0, p1, *, loc=None, ip=None):
-    """Two fp32 values of at most 16 significant bits (products of two bf16 numbers) as packed
-    bf16 pairs ``(hi, lo)`` with ``p = hi + lo`` exactly: hi keeps the top 8 significant bits
-    (the fp32 encoding's upper half, truncated), lo = p - hi holds the rest, so its upper half is
-    exact too. Bit operations only: the rounding conversions cost several times more issue slots
-    on the fused kernel's critical path."""
+def split_bf16(p0, p1, parts: int, *, loc=None, ip=None):
+    """Two fp32 values of at most 8 x ``parts`` significant bits as ``parts`` packed bf16 pairs
+    (largest first) that sum to them exactly: each part but the last keeps the top 8 significant
+    bits of what is left (the fp32 encoding's upper half, truncated) and leaves an exact
+    remainder; the last part is the final remainder, whose upper half is then exact too. Two
+    parts take a product of two bf16 numbers, three any fp32 value. Bit operations and exact
+    subtractions only: rounding conversions cost several times more issue slots."""
     ins = [Float32(v).ir_value(loc=loc, ip=ip) for v in (p0, p1)]
+    cut, rest = [], [f"${parts}", f"${parts + 1}"]
+    for k in range(parts - 1):
+        for j in range(2):
+            cut.append(f"and.b32 h{k}{j}, {rest[j]}, 0xFFFF0000; sub.f32 r{k}{j}, {rest[j]}, h{k}{j};")
+        rest = [f"r{k}0", f"r{k}1"]
+    regs = [f"h{k}{j}" for k in range(parts - 1) for j in range(2)]
+    packs = [f"prmt.b32 ${k}, h{k}0, h{k}1, 0x7632;" for k in range(parts - 1)]
+    packs.append(f"prmt.b32 ${parts - 1}, {rest[0]}, {rest[1]}, 0x7632;")
+    asm = ("{ .reg .b32 " + ", ".join(regs) + "; .reg .f32 " + ", ".join(r.replace("h", "r") for r in regs)
+           + ";\n" + "\n".join(cut + packs) + " }")
     res = llvm.inline_asm(
-        llvm.StructType.get_literal([T.i32()] * 2), ins,
-        "{ .reg .b32 h0, h1; .reg .f32 l0, l1;\n"
-        "and.b32 h0, $2, 0xFFFF0000; and.b32 h1, $3, 0xFFFF0000;\n"
-        "sub.f32 l0, $2, h0; sub.f32 l1, $3, h1;\n"
-        "prmt.b32 $0, h0, h1, 0x7632; prmt.b32 $1, l0, l1, 0x7632; }",
-        "=r,=r,f,f", has_side_effects=False, is_align_stack=False,
-        asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
-    return [Int32(llvm.extractvalue(T.i32(), res, [i], loc=loc, ip=ip)) for i in range(2)]
+        llvm.StructType.get_literal([T.i32()] * parts), ins, asm, ",".join(["=r"] * parts) + ",f,f",
+        has_side_effects=False, is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip)
+    return [Int32(llvm.extractvalue(T.i32(), res, [i], loc=loc, ip=ip)) for i in range(parts)]
 
 
 @dsl_user_op
