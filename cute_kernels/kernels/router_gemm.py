@@ -419,14 +419,18 @@ class RouterGemm:
         which has at most 16 significant bits, as two. The largest parts' product accumulates
         apart from the others (``rest``): an infinite operand makes a zero part's product NaN,
         so a non-finite leading sum is kept as it is, as the unsplit product would give it.
+        Each half of the lane's columns has its own accumulators too: independent MMA chains
+        (the fused kernel's M = 16 went 4.67 -> 4.31 us when its parts were split apart).
         Each warp then also sums x^2 over its columns per row."""
         eb, nb = self.e_tile // 16, self.m_tile // 8
         a_parts, b_parts = self.w_parts, (2 if norm is not None else 1)
         split = a_parts * b_parts > 1
         r, q = lane // 4, lane % 4
-        acc = cute.make_rmem_tensor(cute.make_layout((4, eb, nb), stride=(1, 4, 4 * eb)), Float32)
+        # [C fragment, expert block, token block, column half]
+        chains = cute.make_layout((4, eb, nb, 2), stride=(1, 4, 4 * eb, 4 * eb * nb))
+        acc = cute.make_rmem_tensor(chains, Float32)
         acc.fill(0.0)
-        rest = cute.make_rmem_tensor(cute.make_layout((4, eb, nb), stride=(1, 4, 4 * eb)), Float32)
+        rest = cute.make_rmem_tensor(chains, Float32)
         rest.fill(0.0)
         # A fragments: [column pair of the lane's 8, row r / r + 8, part]
         a32 = cute.make_rmem_tensor(cute.make_layout((4, 2, a_parts), stride=(1, 4, 8)), Int32)
@@ -477,18 +481,21 @@ class RouterGemm:
                                 self.x_dtype,
                                 a32[2 * half, 0, pa], a32[2 * half, 1, pa],
                                 a32[2 * half + 1, 0, pa], a32[2 * half + 1, 1, pa],
-                                b32[2 * half, n, pb], b32[2 * half + 1, n, pb], *[into[c, b, n] for c in range(4)])
+                                b32[2 * half, n, pb], b32[2 * half + 1, n, pb],
+                                *[into[c, b, n, half] for c in range(4)])
                             for c in cutlass.range_constexpr(4):
-                                into[c, b, n] = d[c]
-        if cutlass.const_expr(split):
-            for c, b, n in itertools.product(range(4), range(eb), range(nb)):
-                lead = acc[c, b, n]
-                acc[c, b, n] = Float32(cutlass.select_(lead - lead == Float32(0.0), lead + rest[c, b, n], lead))
+                                into[c, b, n, half] = d[c]
+        for c, b, n in itertools.product(range(4), range(eb), range(nb)):
+            lead = acc[c, b, n, 0] + acc[c, b, n, 1]
+            if cutlass.const_expr(split):
+                lead = Float32(cutlass.select_(lead - lead == Float32(0.0),
+                                               lead + (rest[c, b, n, 0] + rest[c, b, n, 1]), lead))
+            acc[c, b, n, 0] = lead
         # C fragment: c0, c1 = (expert r, tokens 2q, 2q + 1); c2, c3 = expert r + 8.
         for b in cutlass.range_constexpr(eb):
             for n in cutlass.range_constexpr(nb):
                 for c in cutlass.range_constexpr(4):
-                    red[warp, n * 8 + 2 * q + c % 2, b * 16 + r + 8 * (c // 2)] = acc[c, b, n]
+                    red[warp, n * 8 + 2 * q + c % 2, b * 16 + r + 8 * (c // 2)] = acc[c, b, n, 0]
         if cutlass.const_expr(norm is not None):
             # Lanes 4r .. 4r + 3 hold row r's columns: sum them; the epilogue sums the warps.
             for n in cutlass.range_constexpr(nb):
