@@ -1,0 +1,64 @@
+"""Probe: tilings of the tensor-core router with fp32 weights (bf16 x, each weight fed as three
+exact bf16 parts) for MiniMax-M2 (3072 x 256) and MiniMax-M3 (6144 x 128). Per M: the
+heuristic's pick and expert tiles 16-64 x token tiles 8-64 x a 4- or 8-way cluster split of H,
+cold and hot, PDL on, each checked against the float64 product first:
+    python perf/results/h100/experiments/fp32_weight_mma_probe.py
+"""
+import dataclasses, itertools, pathlib, sys
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
+import torch
+import cute_kernels
+import probe_kit
+from cute_kernels import ops, timing
+
+dev = torch.device("cuda")
+BF, F32 = "bfloat16", "float32"
+SHAPES = [(name, h, e, m) for name, h, e in (("minimax-m2", 3072, 256), ("minimax-m3", 6144, 128))
+          for m in (8, 16, 32, 64, 128)]
+
+
+def configs(h, e, m):
+    pick = ops.router_gemm_kernel(BF, F32, F32, None, m, h, e, "mma", True)
+    cfgs = [pick]
+    for et, mt, split in itertools.product((16, 32, 64), (8, 16, 32, 64), (4, 8)):
+        if mt > max(8, m) or (mt < m and mt < 16):
+            continue
+        c = dataclasses.replace(pick, e_tile=et, m_tile=mt, split_k=split, stages=1)
+        if stages := ops.router_stages(c, h):
+            cfgs.append(dataclasses.replace(c, stages=stages))
+    return pick, list(dict.fromkeys(cfgs))
+
+
+def label(c):
+    return f"e{c.e_tile} m{c.m_tile} s{c.split_k} w{c.consumer_warps} st{c.stages} smem {c.smem_bytes() // 1024}K"
+
+
+def main():
+    plan = [(s, *configs(*s[1:])) for s in SHAPES]
+    probe_kit.compile_all(c for *_, cfgs in plan for c in cfgs)
+    for (name, h, e, m), pick, cfgs in plan:
+        x = torch.randn(m, h, device=dev, dtype=torch.bfloat16)
+        w = torch.randn(e, h, device=dev, dtype=torch.float32)
+        want = x.double() @ w.double().T
+        res = []
+        for c in cfgs:
+            o = torch.full((m, e), float("nan"), device=dev)
+            got = cute_kernels.router_gemm(x, w, out=o, config=c)
+            err = ((got.double() - want).norm() / want.norm()).item()
+            make = lambda: (torch.randn(m, h, device=dev, dtype=torch.bfloat16),
+                            torch.randn(e, h, device=dev), torch.empty(m, e, device=dev))
+            call = lambda x, wt, o, c=c: cute_kernels.router_gemm(x, wt, out=o, config=c)
+            r = timing.time_per_call(make, call, bytes_per_call=e * h * 4, replays=15)
+            res.append((r["cold_us"], r["hot_us"], c == pick, c, err))
+        res.sort(key=lambda t: t[0])
+        print(f"{name} M={m}: pick {label(pick)}")
+        for cold, hot, is_pick, c, err in res[:8]:
+            flag = "" if err < 1e-5 else "  WRONG"
+            print(f"  {'*' if is_pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{flag}",
+                  flush=True)
+        if not any(t[2] for t in res[:8]):
+            print("  * pick: cold %.2f" % next(t[0] for t in res if t[2]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
