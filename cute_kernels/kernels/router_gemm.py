@@ -20,6 +20,8 @@ memory or the tiles are too few (the mma variant's 16- and 32-expert tiles):
   lanes.
   ``mma``: tensor cores (mma.sync m16n8k16, bf16/fp16 in, fp32 accumulate) with experts as the
   MMA's M dimension (swap-AB) so one token still fills an 8-wide N; warps own 32-column chunks.
+  fp32 weights (with bf16 x) enter as three bf16 parts that sum to each weight exactly, one MMA
+  per part, so the products are the fp32 ones.
 - Each warp leaves one partial tile; the warps' tiles are summed in shared memory.
 - CTAs that split H (split_k > 1) combine their partial tiles in a fixed rank order, so results
   are bitwise-deterministic, by one of two means (``reduce``): across a thread-block cluster,
