@@ -25,6 +25,8 @@ WEIGHT_DTYPES = (_BF16, _FP16, _FP32)  # fp16 weights: beyond the spec's bf16/fp
 OUT_DTYPES = (_FP32, _BF16)
 BIAS_DTYPES = (_BF16, _FP16, _FP32, torch.float64)
 MAX_HIDDEN = 65536
+# (x, weight) dtypes the tensor-core kernel takes (= cute_kernels.ops.mma_dtypes).
+MMA_DTYPE_PAIRS = ((_BF16, _BF16), (_FP16, _FP16), (_BF16, _FP32))
 # = cute_kernels.ops.ROUTER_MMA_MAX_H, 16-bit weights (half for fp32 ones): the tensor-core
 # kernel's share of H must fit in shared memory.
 MMA_MAX_HIDDEN = 32768
@@ -126,7 +128,7 @@ def kernel_limits(p: RouterProblem) -> str | None:
 
 
 def _mma_eligible(p: RouterProblem) -> str | None:
-    if (p.x_dtype, p.weight_dtype) not in ((_BF16, _BF16), (_FP16, _FP16), (_BF16, _FP32)):
+    if (p.x_dtype, p.weight_dtype) not in MMA_DTYPE_PAIRS:
         return (f"needs x and weight both bfloat16 or both float16, or bfloat16 x with float32 weights; got "
                 f"{dtype_name(p.x_dtype)} and {dtype_name(p.weight_dtype)}")
     max_hidden = MMA_MAX_HIDDEN * 2 // p.weight_dtype.itemsize

@@ -55,6 +55,12 @@ def test_mma_limit(w_dtype, limit):
 
 
 def test_mma_dtypes():
+    from dispatch import router
+    from dispatch.torch_math import dtype_name
+
+    names = {"bfloat16", "float16", "float32"}
+    assert {(x, w) for x in names for w in names if ops.mma_dtypes(x, w)} == {
+        (dtype_name(x), dtype_name(w)) for x, w in router.MMA_DTYPE_PAIRS}
     assert ops.mma_dtypes("bfloat16", "float32") and ops.mma_dtypes("float16", "float16")
     assert not ops.mma_dtypes("float16", "float32") and not ops.mma_dtypes("float32", "float32")
     assert not ops.mma_dtypes("bfloat16", "float16")

@@ -432,14 +432,18 @@ class RouterGemm:
         chains = cute.make_layout((4, eb, nb, 2), stride=(1, 4, 4 * eb, 4 * eb * nb))
         acc = cute.make_rmem_tensor(chains, Float32)
         acc.fill(0.0)
-        rest = cute.make_rmem_tensor(chains, Float32)
-        rest.fill(0.0)
+        rest = None
+        if cutlass.const_expr(split):
+            rest = cute.make_rmem_tensor(chains, Float32)
+            rest.fill(0.0)
         # A fragments: [column pair of the lane's 8, row r / r + 8, part]
         a32 = cute.make_rmem_tensor(cute.make_layout((4, 2, a_parts), stride=(1, 4, 8)), Int32)
         wv = cute.make_rmem_tensor(cute.make_layout(8), dtype(self.w_dtype))
+        w32 = cute.recast_tensor(wv, Int32)  # 16-bit weights: the 4 packed pairs as they are
         # B fragments: [column pair, token block, part]
         b32 = cute.make_rmem_tensor(cute.make_layout((4, nb, b_parts), stride=(1, 4, 4 * nb)), Int32)
         bx = cute.make_rmem_tensor(cute.make_layout(8), dtype(self.x_dtype))
+        x32 = cute.recast_tensor(bx, Int32)
         xf = cute.make_rmem_tensor(cute.make_layout(8), Float32)
         nf = cute.make_rmem_tensor(cute.make_layout(8), Float32)
         sq = cute.make_rmem_tensor(cute.make_layout(nb), Float32)
@@ -464,13 +468,13 @@ class RouterGemm:
                 else:
                     bx.store(chunk[(None, col)].load())
                     for c in cutlass.range_constexpr(4):
-                        b32[c, n, 0] = cute.recast_tensor(bx, Int32)[c]
+                        b32[c, n, 0] = x32[c]
             for b in cutlass.range_constexpr(eb):
                 for rh in cutlass.range_constexpr(2):
                     wv.store(cute.zipped_divide(s_w[(b * 16 + r + 8 * rh, None, s)], (8,))[(None, col)].load())
                     for c in cutlass.range_constexpr(4):
                         if cutlass.const_expr(a_parts == 1):
-                            a32[c, rh, 0] = cute.recast_tensor(wv, Int32)[c]
+                            a32[c, rh, 0] = w32[c]
                         else:
                             parts = split_bf16(wv[2 * c], wv[2 * c + 1], a_parts)
                             for p in cutlass.range_constexpr(a_parts):
@@ -833,10 +837,10 @@ def split_bf16(p0, p1, parts: int, *, loc=None, ip=None):
         for j in range(2):
             cut.append(f"and.b32 h{k}{j}, {rest[j]}, 0xFFFF0000; sub.f32 r{k}{j}, {rest[j]}, h{k}{j};")
         rest = [f"r{k}0", f"r{k}1"]
-    regs = [f"h{k}{j}" for k in range(parts - 1) for j in range(2)]
+    pairs = [f"{k}{j}" for k in range(parts - 1) for j in range(2)]
     packs = [f"prmt.b32 ${k}, h{k}0, h{k}1, 0x7632;" for k in range(parts - 1)]
     packs.append(f"prmt.b32 ${parts - 1}, {rest[0]}, {rest[1]}, 0x7632;")
-    asm = ("{ .reg .b32 " + ", ".join(regs) + "; .reg .f32 " + ", ".join(r.replace("h", "r") for r in regs)
+    asm = ("{ .reg .b32 " + ", ".join("h" + p for p in pairs) + "; .reg .f32 " + ", ".join("r" + p for p in pairs)
            + ";\n" + "\n".join(cut + packs) + " }")
     res = llvm.inline_asm(
         llvm.StructType.get_literal([T.i32()] * parts), ins, asm, ",".join(["=r"] * parts) + ",f,f",
