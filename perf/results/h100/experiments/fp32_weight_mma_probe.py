@@ -7,9 +7,8 @@ cold and hot, PDL on, each checked against the float64 product first:
 import dataclasses, itertools, pathlib, sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
 import torch
-import cute_kernels
 import probe_kit
-from cute_kernels import ops, timing
+from cute_kernels import ops
 
 dev = torch.device("cuda")
 BF, F32 = "bfloat16", "float32"
@@ -39,17 +38,10 @@ def main():
     for (name, h, e, m), pick, cfgs in plan:
         x = torch.randn(m, h, device=dev, dtype=torch.bfloat16)
         w = torch.randn(e, h, device=dev, dtype=torch.float32)
-        want = x.double() @ w.double().T
         res = []
         for c in cfgs:
-            o = torch.full((m, e), float("nan"), device=dev)
-            got = cute_kernels.router_gemm(x, w, out=o, config=c)
-            err = ((got.double() - want).norm() / want.norm()).item()
-            make = lambda: (torch.randn(m, h, device=dev, dtype=torch.bfloat16),
-                            torch.randn(e, h, device=dev), torch.empty(m, e, device=dev))
-            call = lambda x, wt, o, c=c: cute_kernels.router_gemm(x, wt, out=o, config=c)
-            r = timing.time_per_call(make, call, bytes_per_call=e * h * 4, replays=15)
-            res.append((r["cold_us"], r["hot_us"], c == pick, c, err))
+            cold, hot, err = probe_kit.time_router(c, x, w)
+            res.append((cold, hot, c == pick, c, err))
         res.sort(key=lambda t: t[0])
         print(f"{name} M={m}: pick {label(pick)}")
         for cold, hot, is_pick, c, err in res[:8]:

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 import torch
 import cute_kernels
 import probe_kit
-from cute_kernels import ops, timing
+from cute_kernels import ops
 
 dev = torch.device("cuda")
 BF, F32 = "bfloat16", "float32"
@@ -67,19 +67,10 @@ def main(ncu: bool):
                 torch.cuda.synchronize()
                 print(f"ncu launch {name} M={m}: {label(c)}", flush=True)
             continue
-        want = x.double() @ w.double().T + (0 if b is None else b.double())
         res = []
         for c in cfgs:
-            o = torch.full((m, e), float("nan"), device=dev, dtype=od)
-            got = cute_kernels.router_gemm(x, w, b, out_dtype=od, out=o, config=c)
-            err = ((got.double() - want).norm() / want.norm()).item()
-            make = lambda: (torch.randn(m, h, device=dev, dtype=torch.bfloat16),
-                            torch.randn(e, h, device=dev, dtype=torch.bfloat16),
-                            torch.randn(e, device=dev, dtype=torch.bfloat16) if bias else None,
-                            torch.empty(m, e, device=dev, dtype=od))
-            call = lambda x, wt, b, o, c=c: cute_kernels.router_gemm(x, wt, b, out_dtype=od, out=o, config=c)
-            r = timing.time_per_call(make, call, bytes_per_call=e * h * 2, replays=15)
-            res.append((r["cold_us"], r["hot_us"], c == pick, c, err))
+            cold, hot, err = probe_kit.time_router(c, x, w, b, od)
+            res.append((cold, hot, c == pick, c, err))
         res.sort(key=lambda t: t[0])
         print(f"{name} M={m}: pick {label(pick)}")
         for cold, hot, is_pick, c, err in res:

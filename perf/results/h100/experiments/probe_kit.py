@@ -1,9 +1,12 @@
 """What the config probes here share: compile a list of kernel configs ahead of time on every
-core of the GPU host, then load them from there (so timing never waits on a JIT compile)."""
+core of the GPU host, then load them from there (so timing never waits on a JIT compile); check
+and time one router config."""
 import pathlib, sys, tempfile, time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
-from cute_kernels import aot, compile as ck  # noqa: E402
+import torch  # noqa: E402
+import cute_kernels  # noqa: E402
+from cute_kernels import aot, compile as ck, timing  # noqa: E402
 
 
 def compile_all(kernels, arch: str = "sm_90a", workers: int = 16) -> None:
@@ -16,3 +19,19 @@ def compile_all(kernels, arch: str = "sm_90a", workers: int = 16) -> None:
     summary = aot.build(jobs, lib, workers=workers)
     print(f"compiled {len(kernels)} configs in {time.time() - t0:.0f} s; failed {summary.failed}", flush=True)
     ck.set_aot_dir(lib)
+
+
+def time_router(config, x, w, b=None, out_dtype=torch.float32, replays: int = 15):
+    """``(cold_us, hot_us, err)`` of one router config: its relative Frobenius error against the
+    float64 product of ``x``, ``w`` (and ``b``) into a NaN-poisoned output first, then per call
+    on fresh inputs shaped and typed as these."""
+    out = torch.full((x.shape[0], w.shape[0]), float("nan"), device=x.device, dtype=out_dtype)
+    got = cute_kernels.router_gemm(x, w, b, out_dtype=out_dtype, out=out, config=config).double()
+    want = x.double() @ w.double().T + (0 if b is None else b.double())
+    err = ((got - want).norm() / want.norm()).item()
+    fresh = lambda t: None if t is None else torch.randn_like(t)  # noqa: E731
+    r = timing.time_per_call(lambda: (fresh(x), fresh(w), fresh(b), torch.empty_like(out)),
+                             lambda x, w, b, o: cute_kernels.router_gemm(x, w, b, out_dtype=out_dtype, out=o,
+                                                                         config=config),
+                             bytes_per_call=w.numel() * w.element_size(), replays=replays)
+    return r["cold_us"], r["hot_us"], err

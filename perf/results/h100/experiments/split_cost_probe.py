@@ -11,7 +11,7 @@ sys.path.insert(0, str(ROOT))
 import torch
 import cute_kernels
 import probe_kit
-from cute_kernels import ops, timing
+from cute_kernels import ops
 
 dev = torch.device("cuda")
 BF, F32 = "bfloat16", "float32"
@@ -61,17 +61,10 @@ def main(ncu: bool):
                 torch.cuda.synchronize()
                 print(f"ncu launch {name} M={m}: {label(c)}", flush=True)
             continue
-        want = x.double() @ w.double().T
         res = []
         for c in cfgs:
-            o = torch.full((m, e), float("nan"), device=dev)
-            got = cute_kernels.router_gemm(x, w, out=o, config=c)
-            err = ((got.double() - want).norm() / want.norm()).item()
-            make = lambda: (torch.randn(m, h, device=dev, dtype=torch.bfloat16),
-                            torch.randn(e, h, device=dev, dtype=torch.bfloat16), torch.empty(m, e, device=dev))
-            call = lambda x, wt, o, c=c: cute_kernels.router_gemm(x, wt, out=o, config=c)
-            r = timing.time_per_call(make, call, bytes_per_call=e * h * 2, replays=15)
-            res.append((r["cold_us"], r["hot_us"], c in picks, c, err))
+            cold, hot, err = probe_kit.time_router(c, x, w)
+            res.append((cold, hot, c in picks, c, err))
         res.sort(key=lambda t: t[0])
         print(f"{name} M={m}: picks {', '.join(label(p) for p in picks)}")
         for cold, hot, is_pick, c, err in res:
