@@ -14,7 +14,7 @@ import torch
 
 from . import bridge
 from .kernels.common import WIDTHS
-from .kernels.router_gemm import MMA_DTYPES, NormRouterGemm, RouterGemm
+from .kernels.router_gemm import MMA_DTYPES, MMA_K, NormRouterGemm, RouterGemm
 from .kernels.silu_mul_quant import SiluMulQuantFp8
 from .kernels.topk_pack import TopkPack
 
@@ -208,6 +208,14 @@ DOT_CTAS_PER_SM = 0.73
 # ones (``router_mma_max_h``).
 ROUTER_MMA_MAX_H = 32768  # 16-bit weights; half of it for fp32 weights
 ROUTER_DOT_MAX_M = 4  # above this M, calls the tensor cores take default to the mma variant
+# Consumer warps of the tensor-core variant, in order of preference. A stage row holds 32 columns
+# per warp; with an odd count it is an odd multiple of 64 bytes, so the two rows one quarter-warp's
+# 16-byte fragment loads touch fall on disjoint shared-memory banks (with 4 warps every load was a
+# 2-way conflict). H100, cold (perf/NOTES.md, eighth round): the most warps that still leave each
+# warp MMA_MIN_STEPS k tiles of the CTA's share won (DeepSeek-V3 M = 16: 7 warps 2.92 us, 4 warps
+# 3.05; gpt-oss-120b M = 128: 3 warps 3.50, 4 warps 3.77, 7 warps 4.67).
+MMA_WARPS = (7, 5, 3)
+MMA_MIN_STEPS = 3
 
 
 def router_gemm_variant(x_dtype: str, w_dtype: str, m: int, h: int) -> str:
@@ -254,15 +262,16 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
     experts (32 below 256 experts). Measured DeepSeek-V3: M = 16 3.21 us, M = 32 4.14, M = 128
     12.24, each the best or within 0.15 us of the best of 28 tilings and reductions. With fp32
     weights (three MMAs per weight) 16-expert tiles of 8, 16, 16 and 32 tokens up to M = 8, 16,
-    32 and beyond: MiniMax-M2 M = 32 3.35 us against 3.88 with the 16-bit tiles.
+    32 and beyond: MiniMax-M2 M = 32 3.35 us against 3.88 with the 16-bit tiles. Consumer warps:
+    ``mma_warps`` (odd counts for 16-bit weights: DeepSeek-V3 M = 16 2.92 us with 7, 3.05 with 4).
     Both hold a CTA's whole share of H in shared memory (``router_stages``); where it does not
     fit, fewer tokens share a CTA, then (dot) fewer experts, then H is split (further). Splits
     reduce across a cluster: through the global workspace (``RouterGemm.reduce``, an explicit
     config) the same splits measured 1.5-2.5 us slower up to M = 16, level at M = 128."""
     m_tile = router_m_tile(variant, m)
 
-    def make(e_tile, tile, split_k):
-        return RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, tile, split_k, 1, pdl)
+    def make(e_tile, tile, split_k, warps=4):
+        return RouterGemm(x_dtype, w_dtype, out_dtype, bias_dtype, variant, e_tile, tile, split_k, 1, pdl, warps)
 
     if variant == "dot":
         # Every stage must fit: where the share does not, fewer tokens per CTA, then fewer
@@ -287,11 +296,32 @@ def router_gemm_kernel(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: s
         tiles = [(32, 16), (16, 16)]
     else:
         tiles = [(16 if e >= 256 else 32, 32), (16, 16)]
-    for e_tile, tile in dict.fromkeys(tiles + [(16, 8)]):  # 16 x 8 holds any H up to router_mma_max_h
-        probe = make(e_tile, tile, min(8, -(-h // make(e_tile, tile, 1).k_tile)))  # >= 1 k tile per CTA
-        if stages := router_stages(probe, h):
-            return dataclasses.replace(probe, stages=stages)
+    # 16 x 8 tiles with 4 warps hold any H up to router_mma_max_h.
+    for e_tile, tile in dict.fromkeys(tiles + [(16, 8)]):
+        for warps in mma_warps(h, w_dtype):
+            probe = make(e_tile, tile, 1, warps)
+            probe = dataclasses.replace(probe, split_k=min(8, -(-h // probe.k_tile)))  # >= 1 k tile per CTA
+            if stages := router_stages(probe, h):
+                return dataclasses.replace(probe, stages=stages)
     raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
+
+
+def mma_warps(h: int, w_dtype: str) -> list[int]:
+    """Consumer-warp counts for the tensor-core variant, best first. 16-bit weights: of
+    ``MMA_WARPS``, those that leave every CTA of the 8-way split at least ``MMA_MIN_STEPS`` k
+    tiles, most warps first, then the rest, most k tiles first; 4 last (the count whose smallest
+    tiling fits every H up to ``router_mma_max_h``). fp32 weights: 4 only (a warp's weight columns
+    are 128 bytes per row at any count, so their loads conflict anyway; odd counts measured up to
+    3.5 us slower, MiniMax-M3 M = 128)."""
+    if WIDTHS[w_dtype] == 32:
+        return [4]
+
+    def k_tiles(warps):
+        n_k = -(-h // (MMA_K * warps))
+        return n_k // min(8, n_k)  # the smallest CTA's share
+
+    enough = [w for w in MMA_WARPS if k_tiles(w) >= MMA_MIN_STEPS]
+    return enough + [w for w in reversed(MMA_WARPS) if w not in enough] + [4]
 
 
 def dot_e_tile(e: int, m_tile: int, m_tiles: int, ctas: float) -> int:
@@ -440,7 +470,7 @@ def norm_router_gemm_kernel(x_dtype: str, norm_dtype: str, w_dtype: str, out_dty
             for split_cap in (1, 2, 4, 8) if variant == "dot" else (None, 8):
                 if variant == "mma":
                     base = router_gemm_kernel(x_dtype, w_dtype, out_dtype, None, m, h, e, "mma", pdl, num_sms)
-                    e_tile, warps = base.e_tile, base.consumer_warps
+                    e_tile, warps = base.e_tile, fused_mma_warps(base.consumer_warps)
                     split_cap = split_cap or base.split_k
                 else:
                     e_tile, warps = dot_e_tile(e, tile, m_tiles, num_sms), DOT_WARPS
@@ -454,6 +484,14 @@ def norm_router_gemm_kernel(x_dtype: str, norm_dtype: str, w_dtype: str, out_dty
                     return dataclasses.replace(probe, stages=stages)
     raise ValueError(f"hidden size H={h} is too large for the fused kernel: a CTA's share of x does not fit "
                      "in shared memory (use the router GEMM on normed rows)")
+
+
+def fused_mma_warps(router_warps: int) -> int:
+    """Consumer warps of the fused kernel's tensor-core variant, given the router's pick for the
+    same shape: 7 where the router takes 7, else 4. H100, cold (perf/NOTES.md, eighth round):
+    DeepSeek-V4-Pro M = 16 4.13 us with 7 warps against 4.19 with 4, but DeepSeek-V4-Flash (the
+    router's 5) M = 16 3.82 with 5 against 3.38 with 4."""
+    return router_warps if router_warps == max(MMA_WARPS) else 4
 
 
 def norm_router_gemm(x: torch.Tensor, norm_weight: torch.Tensor, gate_weight: torch.Tensor, eps: float = 1e-6, *,

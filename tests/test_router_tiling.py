@@ -16,7 +16,19 @@ M_VALUES = [1, 2, 3, 5, 8, 13, 16, 31, 64, 127, 128, 256, 1000]
 
 
 def _fits(kernel, h):
-    return kernel.holds_share(h) and kernel.smem_bytes() <= ops.ROUTER_SMEM_BUDGET
+    return kernel.holds_share(h) and kernel.smem_bytes() <= ops.ROUTER_SMEM_BUDGET and _tma_aligned(kernel)
+
+
+def _tma_aligned(kernel):
+    """Every stage's TMA tiles start 128-byte aligned: the tiles before them are multiples of it."""
+    from cute_kernels.kernels.common import WIDTHS
+    from cute_kernels.kernels.router_gemm import TMA_ALIGN
+
+    tiles = [kernel.w_tile_bytes, kernel.k_tile * kernel.m_tile * WIDTHS[kernel.x_dtype] // 8]
+    if hasattr(kernel, "norm_slot"):
+        assert kernel.norm_slot >= kernel.k_tile
+        tiles.append(kernel.norm_slot * WIDTHS[kernel.norm_dtype] // 8)
+    return all(t % TMA_ALIGN == 0 for t in tiles)
 
 
 @pytest.mark.parametrize("h,e,w_dtype", SHAPES)
@@ -136,3 +148,25 @@ def test_reduce_is_validated():
     with pytest.raises(ValueError, match="splits H across a cluster only"):
         NormRouterGemm("bfloat16", "bfloat16", "float32", None, "dot", 2, 1, 2, 1, True, 8, "global",
                        norm_dtype="bfloat16")
+
+
+def test_mma_warp_counts():
+    """16-bit weights: an odd number of consumer warps, so a stage row is an odd multiple of 64
+    bytes and fragment loads are free of bank conflicts; the most warps that leave each CTA
+    MMA_MIN_STEPS k tiles. fp32 weights keep 4 (measured on the H100, perf/NOTES.md)."""
+    expect = {"deepseek-v3": 7, "kimi-k2": 7, "qwen3-235b-a22b": 5, "gpt-oss-120b": 3, "minimax-m2": 4,
+              "minimax-m3": 4}
+    for name, warps in expect.items():
+        p = presets.get(name)
+        for m in (5, 16, 64, 128):
+            k = ops.router_gemm_kernel("bfloat16", p.gate_dtype, "float32", None, m, p.hidden_size, p.num_experts,
+                                       "mma", True)
+            assert k.consumer_warps == warps, (name, m, k)
+            if warps % 2:
+                assert k.k_tile * 2 % 128 == 64 and k.k_tiles_per_cta(p.hidden_size) >= ops.MMA_MIN_STEPS
+    fused = ops.norm_router_gemm_kernel("bfloat16", "bfloat16", "bfloat16", "float32", 16, 7168, 384, True)
+    assert fused.variant == "mma" and fused.consumer_warps == 7 and fused.norm_slot == 256  # 224 padded to 512 B
+    flash = ops.norm_router_gemm_kernel("bfloat16", "bfloat16", "bfloat16", "float32", 16, 4096, 256, True)
+    assert flash.consumer_warps == 4  # the router's 5 measured slower in the fused kernel
+    # Small H: no count leaves 3 k tiles per CTA, so the most k tiles (3 warps) first.
+    assert ops.mma_warps(512, "bfloat16")[:3] == [3, 5, 7]

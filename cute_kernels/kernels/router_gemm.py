@@ -19,7 +19,9 @@ memory or the tiles are too few (the mma variant's 16- and 32-expert tiles):
   a CTA's tiles are consumed W at a time, lanes own 16-byte column chunks, a butterfly sums the
   lanes.
   ``mma``: tensor cores (mma.sync m16n8k16, bf16/fp16 in, fp32 accumulate) with experts as the
-  MMA's M dimension (swap-AB) so one token still fills an 8-wide N; warps own 32-column chunks.
+  MMA's M dimension (swap-AB) so one token still fills an 8-wide N; warps own 32-column chunks
+  (an odd number of warps makes a stage row an odd multiple of 64 bytes, so a quarter-warp's
+  fragment loads from two rows hit disjoint shared-memory banks).
   fp32 weights (with bf16 x) enter as three bf16 parts that sum to each weight exactly, one MMA
   per part, so the products are the fp32 ones.
 - Each warp leaves one partial tile; the warps' tiles are summed in shared memory.
@@ -53,6 +55,7 @@ REDUCES = ("cluster", "global")
 WORKSPACE_COUNTERS = 8192
 WARP = 32
 VEC_BYTES = 16
+TMA_ALIGN = 128  # bytes: the shared-memory address of every TMA tile
 MMA_K = 32  # columns one warp consumes per step: two m16n8k16 MMAs
 # (x, weight) dtypes the tensor cores take. fp32 weights enter as three bf16 parts whose sum is
 # the weight exactly (``split_bf16``), so the products are those of the fp32 weights.
@@ -267,13 +270,13 @@ class RouterGemm:
 
         smem = cutlass.utils.SmemAllocator()
         s_w = smem.allocate_tensor(dtype(self.w_dtype), cute.make_layout(
-            (self.e_tile, k_tile, stages), stride=(k_tile, 1, self.e_tile * k_tile)), 128)
+            (self.e_tile, k_tile, stages), stride=(k_tile, 1, self.e_tile * k_tile)), TMA_ALIGN)
         s_x = smem.allocate_tensor(dtype(self.x_dtype), cute.make_layout(
-            (self.m_tile, k_tile, self.x_slots), stride=(k_tile, 1, self.m_tile * k_tile)), 128)
+            (self.m_tile, k_tile, self.x_slots), stride=(k_tile, 1, self.m_tile * k_tile)), TMA_ALIGN)
         if cutlass.const_expr(norm is not None):
             norm = norm._replace(
                 s_weight=smem.allocate_tensor(dtype(self.norm_dtype), cute.make_layout(
-                    (1, k_tile, self.x_slots), stride=(k_tile, 1, k_tile)), 128),
+                    (1, k_tile, self.x_slots), stride=(k_tile, 1, self.norm_slot)), TMA_ALIGN),
                 # [0, m]: this CTA's partial sum of x[m, :]^2; [1, m]: the row's 1 / rms;
                 # [2 + w, m]: consumer warp w's share of [0, m] (mma: warps split the columns).
                 stats=smem.allocate_tensor(Float32, cute.make_layout(
@@ -763,6 +766,18 @@ class NormRouterGemm(RouterGemm):
     @property
     def x_tile_bytes(self) -> int:
         return self.k_tile * (self.m_tile * WIDTHS[self.x_dtype] + WIDTHS[self.norm_dtype]) // 8
+
+    @property
+    def norm_slot(self) -> int:
+        """Elements from one norm-weight tile to the next: a TMA destination must be 128-byte
+        aligned, and with an odd number of mma warps one row of a k tile is an odd multiple of
+        64 bytes."""
+        width = WIDTHS[self.norm_dtype] // 8
+        return -(-self.k_tile * width // TMA_ALIGN) * TMA_ALIGN // width
+
+    @property
+    def smem_per_stage(self) -> int:
+        return super().smem_per_stage + (self.norm_slot - self.k_tile) * WIDTHS[self.norm_dtype] // 8
 
     @property
     def fixed_smem(self) -> int:
