@@ -56,16 +56,9 @@ def main(ncu: bool):
         w = torch.randn(e, h, device=dev, dtype=torch.bfloat16)
         b = torch.randn(e, device=dev, dtype=torch.bfloat16) if bias else None
         if ncu:
-            chosen = cfgs
-            for c in chosen:
-                cute_kernels.router_gemm(x, w, b, out_dtype=od, config=c)  # load outside the range
-            torch.cuda.synchronize()
-            for c in chosen:
-                torch.cuda.nvtx.range_push("probe")
-                cute_kernels.router_gemm(x, w, b, out_dtype=od, config=c)
-                torch.cuda.nvtx.range_pop()
-                torch.cuda.synchronize()
-                print(f"ncu launch {name} M={m}: {label(c)}", flush=True)
+            probe_kit.ncu_launches([(f"{name} M={m}: {label(c)}",
+                                     lambda c=c: cute_kernels.router_gemm(x, w, b, out_dtype=od, config=c))
+                                    for c in cfgs])
             continue
         res = []
         for c in cfgs:

@@ -35,3 +35,17 @@ def time_router(config, x, w, b=None, out_dtype=torch.float32, replays: int = 15
                                                                          config=config),
                              bytes_per_call=w.numel() * w.element_size(), replays=replays)
     return r["cold_us"], r["hot_us"], err
+
+
+def ncu_launches(launches) -> None:
+    """For Nsight Compute (``--nvtx-include "probe/"``): each ``(label, call)`` once to load its
+    kernel, then once more inside an NVTX range "probe", each alone on the GPU."""
+    for _, call in launches:
+        call()
+    torch.cuda.synchronize()
+    for label, call in launches:
+        torch.cuda.nvtx.range_push("probe")
+        call()
+        torch.cuda.nvtx.range_pop()
+        torch.cuda.synchronize()
+        print(f"ncu launch {label}", flush=True)

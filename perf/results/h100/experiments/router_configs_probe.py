@@ -4,7 +4,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import torch
 import cute_kernels
 from cute_kernels import bridge, ops, timing
-from cute_kernels.kernels.router_gemm import NormRouterGemm, RouterGemm
+from cute_kernels.kernels.router_gemm import RouterGemm
 dev = torch.device("cuda")
 
 def bench(make, call, bpc):
