@@ -80,14 +80,11 @@ def main():
                 call = lambda x, w, b, o, c=c: cute_kernels.router_gemm(x, w, b, out_dtype=od, out=o, config=c)
             err = ((got.double() - want).norm() / want.norm()).item()
             r = timing.time_per_call(make, call, bytes_per_call=e * h * w.element_size(), replays=15)
-            res.append((r["cold_us"], r["hot_us"], c == pick, c, err))
+            res.append((r["cold_us"], r["hot_us"], c, err, ""))
         ops.norm_router_gemm_kernel = pick_kernel
         ops.norm_router_gemm_launcher.cache_clear()
-        res.sort(key=lambda t: t[0])
-        print(f"{name} M={m}{' fused' if fused else ''}: pick {label(pick)}")
-        for cold, hot, is_pick, c, err in res:
-            flag = "" if err < (4e-3 if out == BF else 1e-5) else "  WRONG"
-            print(f"  {'*' if is_pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{flag}", flush=True)
+        probe_kit.print_ranked(f"{name} M={m}{' fused' if fused else ''}: pick {label(pick)}", res, label,
+                               4e-3 if out == BF else 1e-5, [pick])
 
 
 if __name__ == "__main__":

@@ -38,18 +38,8 @@ def main():
     for (name, h, e, m), pick, cfgs in plan:
         x = torch.randn(m, h, device=dev, dtype=torch.bfloat16)
         w = torch.randn(e, h, device=dev, dtype=torch.float32)
-        res = []
-        for c in cfgs:
-            cold, hot, err = probe_kit.time_router(c, x, w)
-            res.append((cold, hot, c == pick, c, err))
-        res.sort(key=lambda t: t[0])
-        print(f"{name} M={m}: pick {label(pick)}")
-        for cold, hot, is_pick, c, err in res[:8]:
-            flag = "" if err < 1e-5 else "  WRONG"
-            print(f"  {'*' if is_pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{flag}",
-                  flush=True)
-        if not any(t[2] for t in res[:8]):
-            print("  * pick: cold %.2f" % next(t[0] for t in res if t[2]), flush=True)
+        probe_kit.print_ranked(f"{name} M={m}: pick {label(pick)}", probe_kit.router_rows(cfgs, x, w), label, 1e-5,
+                               [pick], limit=8)
 
 
 if __name__ == "__main__":

@@ -60,15 +60,8 @@ def main(ncu: bool):
                                      lambda c=c: cute_kernels.router_gemm(x, w, b, out_dtype=od, config=c))
                                     for c in cfgs])
             continue
-        res = []
-        for c in cfgs:
-            cold, hot, err = probe_kit.time_router(c, x, w, b, od)
-            res.append((cold, hot, c == pick, c, err))
-        res.sort(key=lambda t: t[0])
-        print(f"{name} M={m}: pick {label(pick)}")
-        for cold, hot, is_pick, c, err in res:
-            flag = "" if err < (4e-3 if out == BF else 1e-5) else "  WRONG"
-            print(f"  {'*' if is_pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{flag}", flush=True)
+        probe_kit.print_ranked(f"{name} M={m}: pick {label(pick)}", probe_kit.router_rows(cfgs, x, w, b, od), label,
+                               4e-3 if out == BF else 1e-5, [pick])
 
 
 if __name__ == "__main__":

@@ -49,3 +49,27 @@ def ncu_launches(launches) -> None:
         torch.cuda.nvtx.range_pop()
         torch.cuda.synchronize()
         print(f"ncu launch {label}", flush=True)
+
+
+def print_ranked(title, rows, label, tol: float, picks=(), limit=None) -> None:
+    """``title``, then ``rows`` of ``(cold_us, hot_us, config, err, note)`` fastest first: "*"
+    marks the configs in ``picks``, "WRONG" an error of ``tol`` or more; at most ``limit`` rows,
+    plus one line for a pick ranked below them."""
+    print(title)
+    rows = sorted(rows, key=lambda r: r[0])
+    for cold, hot, c, err, note in rows[:limit]:
+        flag = "" if err < tol else "  WRONG"
+        print(f"  {'*' if c in picks else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{note}{flag}",
+              flush=True)
+    shown = rows[:limit]
+    if not any(r[2] in picks for r in shown) and any(r[2] in picks for r in rows):
+        print("  * pick: cold %.2f" % next(r[0] for r in rows if r[2] in picks), flush=True)
+
+
+def router_rows(configs, x, w, b=None, out_dtype=torch.float32):
+    """``time_router`` of each config as ``print_ranked`` rows."""
+    rows = []
+    for c in configs:
+        cold, hot, err = time_router(c, x, w, b, out_dtype)
+        rows.append((cold, hot, c, err, ""))
+    return rows

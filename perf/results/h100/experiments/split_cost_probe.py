@@ -51,25 +51,11 @@ def main(ncu: bool):
             if m != 1:
                 continue
             chosen = [c for c in cfgs if c in picks or (name == "qwen3-30b" and c.split_k <= 2 and c.e_tile in (2, 16))]
-            for c in chosen:
-                cute_kernels.router_gemm(x, w, config=c)  # load outside the range
-            torch.cuda.synchronize()
-            for c in chosen:
-                torch.cuda.nvtx.range_push("probe")
-                cute_kernels.router_gemm(x, w, config=c)
-                torch.cuda.nvtx.range_pop()
-                torch.cuda.synchronize()
-                print(f"ncu launch {name} M={m}: {label(c)}", flush=True)
+            probe_kit.ncu_launches([(f"{name} M={m}: {label(c)}", lambda c=c: cute_kernels.router_gemm(x, w, config=c))
+                                    for c in chosen])
             continue
-        res = []
-        for c in cfgs:
-            cold, hot, err = probe_kit.time_router(c, x, w)
-            res.append((cold, hot, c in picks, c, err))
-        res.sort(key=lambda t: t[0])
-        print(f"{name} M={m}: picks {', '.join(label(p) for p in picks)}")
-        for cold, hot, is_pick, c, err in res:
-            flag = "" if err < 1e-5 else "  WRONG"
-            print(f"  {'*' if is_pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{flag}", flush=True)
+        probe_kit.print_ranked(f"{name} M={m}: picks {', '.join(label(p) for p in picks)}",
+                               probe_kit.router_rows(cfgs, x, w), label, 1e-5, picks)
 
 
 if __name__ == "__main__":

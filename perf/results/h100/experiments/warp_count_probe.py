@@ -66,12 +66,8 @@ def run_router(shape, pick, cfgs, ncu):
         probe_kit.ncu_launches([(f"{name} M={m}: {label(c)}",
                                  lambda c=c: cute_kernels.router_gemm(x, w, b, out_dtype=od, config=c)) for c in cfgs])
         return
-    res = sorted((probe_kit.time_router(c, x, w, b, od), c) for c in cfgs)
-    print(f"{name} M={m}: pick {label(pick)}" + ("" if wd == BF else " (fp32 weights)"))
-    for (cold, hot, err), c in res:
-        flag = "" if err < (4e-3 if out == BF else 1e-5) else "  WRONG"
-        print(f"  {'*' if c == pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e}{flag}",
-              flush=True)
+    probe_kit.print_ranked(f"{name} M={m}: pick {label(pick)}" + ("" if wd == BF else " (fp32 weights)"),
+                           probe_kit.router_rows(cfgs, x, w, b, od), label, 4e-3 if out == BF else 1e-5, [pick])
 
 
 def run_fused(m, pick, cfgs, ncu, h=7168, e=384):
@@ -99,16 +95,12 @@ def run_fused(m, pick, cfgs, ncu, h=7168, e=384):
                                               torch.randn(e, h, device=dev, dtype=torch.bfloat16)),
                                      lambda x, nw, w: cute_kernels.norm_router_gemm(x, nw, w),
                                      bytes_per_call=e * h * 2, replays=15)
-            rows.append((r["cold_us"], r["hot_us"], err, nerr, c))
+            rows.append((r["cold_us"], r["hot_us"], c, err, f" normed max|d| {nerr:.1e}"))
     finally:
         ops.norm_router_gemm_kernel = saved
         ops.norm_router_gemm_launcher.cache_clear()
     if not ncu:
-        print(f"fused deepseek-v4-pro M={m}: pick {label(pick)}")
-        for cold, hot, err, nerr, c in sorted(rows, key=lambda t: t[0]):
-            flag = "" if err < 1e-5 else "  WRONG"
-            print(f"  {'*' if c == pick else ' '} cold {cold:5.2f} hot {hot:5.2f}  {label(c)}  err {err:.1e} "
-                  f"normed max|d| {nerr:.1e}{flag}", flush=True)
+        probe_kit.print_ranked(f"fused deepseek-v4-pro M={m}: pick {label(pick)}", rows, label, 1e-5, [pick])
 
 
 def main(ncu):
