@@ -312,15 +312,10 @@ def test_pre_hopper_gpu_warns_once(monkeypatch, gen):
 
 
 REPO_ROOT = str(Path(dispatch.__file__).resolve().parent.parent)
+NO_DSL = str(Path(__file__).with_name("no_dsl"))  # its sitecustomize makes the DSL absent
 NO_DSL_SCRIPT = textwrap.dedent("""
-    import importlib.abc, json, sys, warnings
+    import json, warnings
 
-    class NoCutlass(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "cutlass" or name.startswith("cutlass."):
-                raise ImportError("no CuTe DSL on this machine")
-
-    sys.meta_path.insert(0, NoCutlass())
     import torch
     import dispatch
     from dispatch import environment
@@ -340,13 +335,32 @@ NO_DSL_SCRIPT = textwrap.dedent("""
 """)
 
 
+ABSENT_DSL_SCRIPT = textwrap.dedent("""
+    import importlib.util, sys
+    assert importlib.util.find_spec("cutlass") is None
+    import torch  # torch >= 2.14 probes for the DSL at import: it must see it as missing, not broken
+    try:
+        import cutlass.cute
+        sys.exit("cutlass imported")
+    except ModuleNotFoundError:
+        pass
+    print(torch.__version__)
+""")
+
+
+def test_the_dsl_blocker_makes_the_dsl_absent(tmp_path):
+    result = subprocess.run([sys.executable, "-c", ABSENT_DSL_SCRIPT], capture_output=True, text=True, timeout=300,
+                            cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": NO_DSL})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_without_the_dsl_torch_tiers_run_with_one_warning(tmp_path):
     result = subprocess.run([sys.executable, "-c", NO_DSL_SCRIPT], capture_output=True, text=True, timeout=300,
-                            cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": REPO_ROOT})
+                            cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": os.pathsep.join([NO_DSL, REPO_ROOT])})
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(out["warnings"]) == 1, out["warnings"]
-    assert "the CuTe DSL is not importable (ImportError: no CuTe DSL on this machine)" in out["warnings"][0]
+    assert "the CuTe DSL is not importable (ModuleNotFoundError: " in out["warnings"][0]
     assert "* torch: runs" in out["explain"] and "- cute-dot: skipped: the CuTe DSL is not importable" in out["explain"]
     assert out["error"] <= 1e-5
     assert out["packed"] == [[(3 << 16) | 0x3F00, (4 << 16) | 0x3E80]]

@@ -1,7 +1,11 @@
-"""Makes the CuTe DSL unimportable, as on a deployment that runs only ahead-of-time kernels.
+"""Makes the CuTe DSL absent, as on a deployment that runs only ahead-of-time kernels.
 
-With this directory first on PYTHONPATH, ``import cutlass`` (and any ``cutlass.*``) raises
-ImportError in that process and its children. The whole GPU suite runs DSL-free from artifacts:
+With this directory first on PYTHONPATH, the process (and its children) sees no ``cutlass``
+the way a machine without the package sees none: ``importlib.util.find_spec("cutlass")`` returns
+None and ``import cutlass`` (or any ``cutlass.*``) raises ModuleNotFoundError. A None entry in
+``sys.modules`` is Python's own marker for "this module cannot be imported"; libraries that probe
+for the DSL (torch >= 2.14 does at its own import) see it as missing rather than broken.
+The whole GPU suite runs DSL-free from artifacts:
 
     make test-gpu                                   # with the DSL: the JIT cache gets every kernel it uses
     cute-kernels cache --keys > keys.txt            # what it used; then, on any machine:
@@ -11,12 +15,4 @@ ImportError in that process and its children. The whole GPU suite runs DSL-free 
 
 import sys
 
-
-class _BlockDSL:
-    def find_spec(self, name, path=None, target=None):
-        if name == "cutlass" or name.startswith("cutlass."):
-            raise ImportError(f"{name} is blocked: this process runs without the CuTe DSL")
-        return None
-
-
-sys.meta_path.insert(0, _BlockDSL())
+sys.modules["cutlass"] = None
