@@ -1,7 +1,16 @@
+import importlib.metadata
 import os
 
 import pytest
 import torch
+
+
+def pytest_report_header(config):
+    try:
+        dsl = importlib.metadata.version("nvidia-cutlass-dsl")
+    except importlib.metadata.PackageNotFoundError:
+        dsl = "not installed"
+    return f"torch {torch.__version__} (CUDA {torch.version.cuda}), nvidia-cutlass-dsl {dsl}"
 
 
 def pytest_collection_modifyitems(config, items):
