@@ -14,38 +14,12 @@ import functools
 
 import torch
 
-from .compile import arch_of_capability, default_cache
+from .checks import check_tensor
 
-DTYPE_NAMES = {
-    torch.bfloat16: "bfloat16",
-    torch.float16: "float16",
-    torch.float32: "float32",
-    torch.int32: "int32",
-    torch.int64: "int64",
-    torch.float8_e4m3fn: "float8_e4m3fn",
-}
+from .compile import default_cache
+from .keys import arch_of_capability, unsupported_arch
+
 MAX_ALIGN = 16  # bytes: the widest vector access any kernel makes
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return DTYPE_NAMES[dtype]
-
-
-def check_tensor(name: str, t, *, dtypes, shape) -> torch.Size:
-    """``shape`` is a tuple of ints or None (any size); its length is the required rank.
-    Returns the tensor's shape."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in dtypes:
-        allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(f"{name} must have dtype {allowed}; got {str(t.dtype).replace('torch.', '')}")
-    got = t.shape
-    if len(got) != len(shape):
-        raise ValueError(f"{name} must be {len(shape)}-D; got shape {tuple(got)}")
-    for dim, want in enumerate(shape):
-        if want is not None and got[dim] != want:
-            raise ValueError(f"{name} must have size {want} in dim {dim}; got shape {tuple(got)}")
-    return got
 
 
 def check_contiguous(name: str, t: torch.Tensor) -> None:
@@ -83,11 +57,26 @@ def check_output(name: str, out, /, *, dtype: torch.dtype, shape: tuple, device:
                  **inputs: torch.Tensor | None) -> None:
     """A given output: a ``dtype`` tensor of ``shape`` on ``device`` (the inputs'), sharing no
     memory with ``inputs`` (None: absent). Its layout is the caller's to check."""
-    check_tensor(name, out, dtypes=(dtype,), shape=shape)
+    check_tensor(name, out, (dtype,), shape)
     if out.device != device:
         raise ValueError(f"{name} is on {out.device} but the inputs are on {device}; "
                          "all tensors must be on one CUDA device")
     check_no_overlap(name, out, **inputs)
+
+
+def check_aligned(need: int, **tensors: torch.Tensor) -> None:
+    """TMA and vector accesses need ``need``-byte (a power of two) aligned data pointers."""
+    for name, t in tensors.items():
+        if t.data_ptr() % need:
+            raise ValueError(f"{name} must be {need}-byte aligned (its data pointer is not)")
+
+
+def check_strides(name: str, t: torch.Tensor, strides: tuple, why: str) -> None:
+    """``t`` has ``strides`` (what ``why`` asks for). Strides of size-1 dims carry no meaning;
+    torch may report anything there."""
+    ok = all(size <= 1 or got == want for size, got, want in zip(t.shape, t.stride(), strides))
+    if not ok:
+        raise ValueError(f"{name} must have strides {strides} for {why}; got {t.stride()}")
 
 
 def _span(t: torch.Tensor) -> tuple[int, int]:
@@ -107,13 +96,17 @@ def alignment(*tensors: torch.Tensor) -> int:
 
 @functools.lru_cache(maxsize=None)
 def device_arch(index: int) -> str:
-    major, minor = torch.cuda.get_device_capability(index)
-    if major < 9:
-        raise RuntimeError(
-            f"cute_kernels kernels need an sm_90 (Hopper) or newer GPU; cuda:{index} is "
-            f"sm_{major}{minor} (use the dispatch module, which falls back to torch)"
-        )
-    return arch_of_capability(major, minor)
+    """The target of GPU ``index``; RuntimeError on a GPU the kernels are not built for."""
+    arch = arch_of_capability(*torch.cuda.get_device_capability(index))
+    if why := unsupported_arch(arch):
+        raise RuntimeError(f"cute_kernels: cuda:{index} is {arch}; {why} (use the dispatch module, which falls back "
+                           "to torch)")
+    return arch
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def compiled(kernel, device: torch.device):
@@ -130,7 +123,7 @@ def compiled(kernel, device: torch.device):
             f"cute_kernels: {type(kernel).__name__} {kernel} is not loaded yet and a CUDA graph is "
             "being captured; run the op once (or its warmup) before capturing"
         )
-    return cache.get(kernel, arch)
+    return cache.get(kernel, arch, num_sms(device.index))
 
 
 # The current CUDA device's index: ``torch.cuda.current_device()`` without its lazy-initialisation

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -86,19 +85,17 @@ def list_presets(args) -> int:
 
 
 def cache(args) -> int:
-    from .compile import default_cache_dir
+    from .compile import KernelCache
 
-    root = default_cache_dir()
-    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    cache = KernelCache()
     if args.keys:  # one compile key per line: what `cute-kernels aot --keys FILE` builds
-        for meta in sorted(p for p in files if p.suffix == ".json"):
-            try:
-                print(json.loads(meta.read_text())["key"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # a damaged entry: the cache rebuilds it on its next use
+        for entry in cache.entries():
+            print(entry.key)
         return 0
-    print(f"{root}: {sum(p.suffix == '.o' for p in files)} kernels, "
-          f"{sum(p.stat().st_size for p in files) / 1e6:.1f} MB")
+    root = cache.root
+    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    print(f"{root}: {len(cache.entries())} kernels of the installed DSL, "
+          f"{sum(p.stat().st_size for p in files) / 1e6:.1f} MB in all")
     if args.clear and root.exists():
         shutil.rmtree(root)
         print("cleared")
@@ -134,6 +131,8 @@ def main(argv=None) -> int:
                    help="also link every kernel in the JIT cache (what earlier runs compiled)")
     p.add_argument("--keys", metavar="FILE", help="also build the kernels FILE lists, one compile key per line "
                    "(as manifests and `cute-kernels cache` print them; --arch filters them)")
+    p.add_argument("--sm-count", type=int, default=132, help="SM count of the target GPUs, which the router "
+                   "kernels' tiling depends on (132: H100 SXM)")
     p.add_argument("--out", help="the directory of libraries and manifest.json")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per CPU)")
     p.add_argument("--verify", metavar="DIR", help="check DIR against its manifest and the installed sources")

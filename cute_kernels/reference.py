@@ -1,12 +1,12 @@
 """The spec: plain-torch reference implementations of every op in cute-kernels.
 
 This module is the single source of truth for what each op computes. Every test imports it,
-and every kernel is judged against it. It depends on torch and the standard library only, and
+and every kernel is judged against it. It depends on torch, the standard library and ``cute_kernels.checks`` only, and
 runs on CPU and CUDA tensors alike (including empty batches, M = 0 / T = 0).
 
 Where rounding happens
 ----------------------
-``router_gemm`` and ``rmsnorm_router_gemm`` compute everything in float64 and round each output
+``router_gemm`` and ``norm_router_gemm`` compute everything in float64 and round each output
 exactly once, to its dtype, at the very end. Every product of two inputs (bf16/fp16/fp32) is
 exact in float64 (at most 24 + 24 significand bits), so the only float64 error is in the sums:
 at most about H * 2**-53 relative, far below half an fp32 ulp (2**-25). The result is therefore
@@ -24,9 +24,11 @@ manipulation.
 
 import torch
 
+from . import checks
+
 __all__ = [
     "router_gemm",
-    "rmsnorm_router_gemm",
+    "norm_router_gemm",
     "silu_mul_quant_fp8",
     "dequantize_fp8",
     "pack_topk",
@@ -43,18 +45,11 @@ _INT_IDS = (torch.int32, torch.int64)
 
 
 def _check(t, name, ndim, dtypes):
-    """Type, rank and dtype check; errors start with the argument's name."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != ndim:
-        raise ValueError(f"{name}: expected a {ndim}-D tensor, got shape {tuple(t.shape)}")
-    if t.dtype not in dtypes:
-        raise TypeError(f"{name}: dtype {t.dtype} not supported (expected one of {dtypes})")
+    checks.check_tensor(name, t, dtypes, (None,) * ndim)
 
 
 def _require(ok, name, msg, exc=ValueError):
-    if not ok:
-        raise exc(f"{name}: {msg}")
+    checks.require(ok, f"{name}: {msg}", exc)
 
 
 def router_gemm(x, weight, bias=None, out_dtype=torch.float32):
@@ -78,7 +73,7 @@ def router_gemm(x, weight, bias=None, out_dtype=torch.float32):
     return acc.to(out_dtype)
 
 
-def rmsnorm_router_gemm(x, norm_weight, gate_weight, eps=1e-6, out_dtype=torch.float32):
+def norm_router_gemm(x, norm_weight, gate_weight, eps=1e-6, out_dtype=torch.float32):
     """RMSNorm fused with the router GEMM. Returns ``(normed_x, logits)``.
 
     x [M, H] bf16/fp16, norm_weight [H] (any float dtype), gate_weight [E, H] bf16/fp32.

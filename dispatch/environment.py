@@ -2,18 +2,22 @@
 
 ``device_arch`` is the single place the dispatcher asks for a device's arch; tests (or anyone
 simulating another GPU) replace ``dispatch.environment.device_arch`` and call
-``dispatch.clear_cache()``. Everything here runs when a decision is first made, never per call.
+``dispatch.clear_cache()``. Everything here runs when a decision is first made, never per call,
+and nothing imports the CuTe DSL: whether it is installed is looked up, not imported.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import sys
 
 import torch
 
-MIN_CUTE_ARCH = 90  # the CuTe kernels need Hopper (sm_90a) or newer
+from cute_kernels import compile as compile_layer
+from cute_kernels import keys
+
+# What a CuTe op raises when it has no compiled kernel to run (no DSL to compile it and none
+# ahead of time): the dispatcher then drops that tier for the problem.
+MISSING_KERNEL_ERRORS = (compile_layer.KernelUnavailableError,)
 
 
 class Unavailable(str):
@@ -25,9 +29,7 @@ class Unavailable(str):
 
 @functools.lru_cache(maxsize=None)
 def _cuda_arch(index: int) -> str:
-    major, minor = torch.cuda.get_device_capability(index)
-    # Hopper and newer kernels target the arch-specific variant (wgmma, TMA multicast).
-    return f"sm_{major}{minor}a" if major * 10 + minor >= MIN_CUTE_ARCH else f"sm_{major}{minor}"
+    return keys.arch_of_capability(*torch.cuda.get_device_capability(index))
 
 
 def device_arch(device: torch.device) -> str | None:
@@ -37,62 +39,23 @@ def device_arch(device: torch.device) -> str | None:
     return _cuda_arch(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def arch_number(arch: str) -> int:
-    """``"sm_90a"`` -> 90, ``"sm_100a"`` -> 100, ``"sm_80"`` -> 80."""
-    return int(arch.removeprefix("sm_").rstrip("af"))
+def kernels_unavailable() -> str | None:
+    """Why no CuTe kernel can run in this process (no DSL to compile one and no ahead-of-time
+    directory to load one from); None when they can."""
+    if keys.dsl_available() or compile_layer.aot_dir() is not None:
+        return None
+    return ("the CuTe DSL (nvidia-cutlass-dsl) is not installed and no ahead-of-time kernel directory is set "
+            f"(${compile_layer.AOT_ENV})")
 
 
-# What a CuTe op raises when it has no compiled kernel to run (no DSL to compile it and none
-# ahead of time); filled in when cute_kernels is first imported. An empty tuple catches nothing.
-MISSING_KERNEL_ERRORS: tuple = ()
-
-
-@functools.lru_cache(maxsize=None)
-def _import_cute_kernels():
-    """``(cute_kernels or None, DSL import error or None, cute_kernels import error or None)``."""
-    global MISSING_KERNEL_ERRORS
-    try:
-        importlib.import_module("cutlass")
-        dsl_error = None
-    except Exception as e:  # noqa: BLE001 - any failure means: the DSL cannot compile here
-        dsl_error = f"{type(e).__name__}: {e}"
-    try:
-        module = importlib.import_module("cute_kernels")
-        compile_layer = importlib.import_module("cute_kernels.compile")
-    except Exception as e:  # noqa: BLE001
-        return None, dsl_error, f"{type(e).__name__}: {e}"
-    missing = getattr(compile_layer, "KernelUnavailableError", None)
-    MISSING_KERNEL_ERRORS = (missing,) if missing is not None else ()
-    return module, dsl_error, None
-
-
-def cute_kernels_module():
-    """``(cute_kernels, None)`` when its kernels can run here (the CuTe DSL compiles them, or an
-    ahead-of-time directory holds them), else ``(None, why)``."""
-    module, dsl_error, import_error = _import_cute_kernels()
-    if module is None:
-        return None, (f"the CuTe DSL is not importable ({dsl_error})" if dsl_error
-                      else f"cute_kernels cannot be imported ({import_error})")
-    if dsl_error is None:
-        return module, None
-    aot_dir = getattr(sys.modules.get("cute_kernels.compile"), "aot_dir", None)
-    if aot_dir is not None and aot_dir() is not None:
-        return module, None
-    return None, (f"the CuTe DSL is not importable ({dsl_error}) and no ahead-of-time kernel directory "
-                  "is set ($CUTE_KERNELS_AOT_DIR)")
-
-
-def cute_unavailable(device: torch.device, function_name: str) -> str | None:
-    """Why ``cute_kernels.<function_name>`` cannot run on ``device``; None when it can."""
+def cute_unavailable(device: torch.device) -> str | None:
+    """Why the CuTe kernels cannot run on ``device``; None when they can."""
     arch = device_arch(device)
     if arch is None:
         where = f"tensors are on {device.type}, not a CUDA GPU"
         return Unavailable(where) if device.type == "cpu" else where
-    if arch_number(arch) < MIN_CUTE_ARCH:
-        return Unavailable(f"{device} is {arch}; the CuTe kernels need sm_90 or newer")
-    module, why = cute_kernels_module()
-    if module is None:
+    if why := keys.unsupported_arch(arch):
+        return Unavailable(f"{device} is {arch}; {why}")
+    if why := kernels_unavailable():
         return Unavailable(why)
-    if getattr(module, function_name, None) is None:
-        return f"cute_kernels.{function_name} is not built in this version"
     return None

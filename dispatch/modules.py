@@ -15,7 +15,8 @@ import math
 import torch
 from torch import nn
 
-from .ops import norm_router_gemm, router_gemm
+from .ops.norm_router_gemm import norm_router_gemm
+from .ops.router_gemm import router_gemm
 
 
 class GateLinear(nn.Module):

@@ -1,26 +1,33 @@
-"""Ordered tiers per op, the cached per-problem plans, forcing, explaining and logging.
+"""The dispatched-op template: ordered tiers, cached per-problem plans, forcing, explaining,
+logging, the eager path and the torch.compile path. An op module (``dispatch/ops/<op>.py``)
+declares only what is its own: its parameters and outputs, its argument checks, its problem (a
+NamedTuple: everything about a call except M) and the hot-path key that builds it, and its
+ordered tiers; ``Op`` does the rest.
 
-A *problem* is everything about a call except M (device, dtypes, sizes, options, whether the
-tensors are dense and 16-byte aligned); each op module defines its problem as a NamedTuple, so
-the hot path's plain key tuple and the problem compare and hash alike. A problem's *plan* is a
-tuple of ``(lo, hi, call, tier name)`` rows: the first row with ``lo <= M <= hi`` runs, as
-``call(M, *args)``. Plans are built once per problem (eligibility, tuning windows, forcing,
-warnings, logging, and each tier's implementation bound to the problem) and are all the per-call
-path ever reads.
+A problem's *plan* is a tuple of ``(lo, hi, call, tier name)`` rows: the first row with
+``lo <= M <= hi`` runs, as ``call(M, *args)``. Plans are built once per problem (eligibility,
+tuning windows, forcing, warnings, logging, and each tier's implementation bound to the problem)
+and are all the per-call path ever reads.
+
+The ops are inference ops: a call with an input that requires grad while grad mode is on raises
+RuntimeError on every tier and path (eager and compiled), since no tier records a backward.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import warnings
-from typing import Callable
+from typing import Callable, NamedTuple
 
-from . import tuning
-from . import environment
+import torch
+
+from . import environment, tuning
 from .environment import Unavailable
+from .torch_math import finish
 
 FORCE_ENV = "CUTE_KERNELS_FORCE_TIER"
 LOG_ENV = "CUTE_KERNELS_LOG_DISPATCH"
@@ -92,15 +99,52 @@ class Explanation:
         return "\n".join(lines)
 
 
-class OpTiers:
-    """The tiers of one op, in order of preference, and its plans."""
+class Param(NamedTuple):
+    """One positional parameter of a dispatched op: its name and its default (``REQUIRED``:
+    none). Parameters after the first ones with defaults are keyword-only in the public call."""
 
-    def __init__(self, name: str, tiers: list[Tier], problem_of: Callable):
+    name: str
+    default: object = inspect.Parameter.empty
+
+
+REQUIRED = inspect.Parameter.empty
+
+
+class Op:
+    """A dispatched op: its tiers in order of preference, its plans, and both call paths.
+
+    - ``params``: the positional parameters every tier's implementation takes, in order;
+    - ``outputs``: those that are optional output tensors (allocated when None), in the order
+      the op returns its results;
+    - ``schema``: the torch custom op's schema over the other parameters (torch.compile);
+    - ``problem``: the NamedTuple of a call without M (fields ``device`` first; a ``tuning_key``
+      property and a ``describe(m)`` method);
+    - ``key(*args) -> (key tuple, M)``: the hot path's plain-tuple form of ``problem`` (it hashes
+      like it), whose last field says whether the call needs a backward;
+    - ``check(*args)``: raises TypeError / ValueError naming a bad argument; run only when a new
+      problem's plan is built, so a key holds every fact it checks that the tiers do not;
+    - ``fake(*inputs)``: the custom op's outputs for torch.compile's tracing (shapes, dtypes,
+      strides), after checking the arguments as a call would;
+    - ``examples(preset, device)``: ``make(M) -> args`` for each call a preset makes (warmup)."""
+
+    def __init__(self, name: str, tiers: list[Tier], *, params: tuple, outputs: tuple, schema: str,
+                 problem: type, key: Callable, check: Callable, fake: Callable, examples: Callable):
         self.name = name
         self.tiers = tiers
-        self.problem_of = problem_of  # (public args) -> (problem, M); raises on invalid ones
+        self.params = tuple(p if isinstance(p, Param) else Param(p) for p in params)
+        self.outputs = outputs
+        self.problem_type = problem
+        self.key = key
+        self.check = check
+        self.fake = fake
+        self.examples = examples
+        names = [p.name for p in self.params]
+        self._output_at = [names.index(o) for o in outputs]
+        self._input_at = [i for i, n in enumerate(names) if n not in outputs]
+        self.schema = schema
         self.plans: dict = {}
         self.missing: dict = {}  # (problem, tier name) -> why: the tier found no compiled kernel
+        self.custom_op = None  # set by dispatch.library
 
     def tier(self, name: str) -> Tier:
         for t in self.tiers:
@@ -111,8 +155,67 @@ class OpTiers:
     def names(self) -> list[str]:
         return [t.name for t in self.tiers]
 
+    def signature(self) -> str:
+        """The positional form every tier's implementation takes, e.g. ``(x, weight, bias, ...)``."""
+        return "(" + ", ".join(p.name for p in self.params) + ")"
+
+    # -- the two call paths -----------------------------------------------------------------
+    def run(self, *args):
+        """The eager path: the cached plan for the call's key, an integer compare on M, the tier."""
+        try:
+            key, m = self.key(*args)
+        except (AttributeError, TypeError, ValueError):
+            self.check(*args)
+            raise
+        plan = self.plans.get(key)
+        if plan is None:
+            self.check(*args)
+            plan = self.plan(self.problem_type(*key))
+        for lo, hi, call, name in plan:
+            if lo <= m <= hi:
+                try:
+                    return call(m, *args)
+                except environment.MISSING_KERNEL_ERRORS as e:
+                    self.kernel_missing(key, name, e)
+                    return self.run(*args)
+        raise self.no_tier(m)
+
+    def compiled(self, *args):
+        """The torch.compile path: the custom op (opaque to the compiler, so the tier is chosen
+        when the graph runs, for its M) on the inputs, its results copied into any given
+        outputs (the compiler owns the memory plan: that costs one copy)."""
+        if torch.is_grad_enabled() and any(isinstance(args[i], torch.Tensor) and args[i].requires_grad
+                                           for i in self._input_at):
+            raise self.needs_grad_error()
+        results = self.custom_op(*(args[i] for i in self._input_at))
+        if len(self.outputs) == 1:
+            results = (results,)
+        results = tuple(value if args[i] is None else finish(value, value.dtype, args[i], name)
+                        for value, i, name in zip(results, self._output_at, self.outputs))
+        return results[0] if len(results) == 1 else results
+
+    def bind(self, args: tuple, kwargs: dict) -> tuple:
+        """The positional arguments of a public call's ``(*args, **kwargs)``."""
+        bound = inspect.Signature([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default)
+                                   for p in self.params]).bind(*args, **kwargs)
+        bound.apply_defaults()
+        return tuple(bound.arguments.values())
+
+    def problem_of(self, *args, **kwargs):
+        """``(problem, M)`` of a public call, after checking its arguments."""
+        args = self.bind(args, kwargs)
+        self.check(*args)
+        key, m = self.key(*args)
+        return self.problem_type(*key), m
+
+    def needs_grad_error(self) -> RuntimeError:
+        return RuntimeError(f"dispatch.{self.name} is an inference op and records no backward, but an input "
+                            "requires grad: call it under torch.no_grad() or torch.inference_mode() (or detach the "
+                            "inputs)")
+
+    # -- plans ------------------------------------------------------------------------------
     def verdicts(self, problem) -> tuple[list[Verdict], str]:
-        windows, source = tuning.windows(self.name, problem.arch, *problem.tuning_key)
+        windows, source = tuning.windows(self.name, problem_arch(problem), *problem.tuning_key)
         out = []
         for t in self.tiers:
             limit = t.max_rows(problem) if t.max_rows is not None else NO_LIMIT
@@ -136,6 +239,13 @@ class OpTiers:
 
     def plan(self, problem) -> tuple:
         """Builds, caches and returns the problem's plan (warns and logs here, once)."""
+        if problem.needs_grad:
+            error = self.needs_grad_error()
+
+            def refuse(m, *args):
+                raise error
+            plan = self.plans[problem] = ((0, NO_LIMIT, refuse, "(refused: an input requires grad)"),)
+            return plan
         rows, verdicts, source, forced = self.decide(problem)
         if forced is None:
             _warn_unavailable(self.name, verdicts, rows[-1][2].name)
@@ -179,24 +289,6 @@ class OpTiers:
         return Explanation(self.name, m, problem.describe(m), chosen, tuple(steps), source,
                            forced[1] if forced else None)
 
-    def run(self, key, m: int, args: tuple, check_args: Callable, problem_type):
-        """The eager path: the cached plan for ``key``, an integer compare on M, the tier.
-        ``check_args(*args)`` runs only when a new problem's plan is built, to name bad arguments,
-        so a key holds every fact it checks that the tiers do not (e.g. all tensors on one device),
-        and every fact a bound tier relies on (the CuTe tiers check only their outputs)."""
-        plan = self.plans.get(key)
-        if plan is None:
-            check_args(*args)
-            plan = self.plan(problem_type(*key))
-        for lo, hi, call, name in plan:
-            if lo <= m <= hi:
-                try:
-                    return call(m, *args)
-                except environment.MISSING_KERNEL_ERRORS as e:
-                    self.kernel_missing(key, name, e)
-                    return self.run(key, m, args, check_args, problem_type)
-        raise self.no_tier(m)
-
     def kernel_missing(self, problem, name: str, error: Exception) -> None:
         """A CuTe tier had no compiled kernel (no DSL to build it, none ahead of time): the
         problem's plan is rebuilt without that tier, which warns once."""
@@ -210,6 +302,18 @@ class OpTiers:
             return ValueError(f"{self.name}: tier {forced[0]!r} (forced by {forced[1]}) cannot take M={m}: "
                               "over its row limit")
         return ValueError(f"{self.name}: no eligible tier can take M={m}")
+
+
+def problem_arch(problem) -> str | None:
+    """The arch of the problem's device (None: not a CUDA GPU), as the decisions see it."""
+    return environment.device_arch(problem.device)
+
+
+def needs_grad(*tensors) -> bool:
+    """The key field every op ends with: grad mode is on and an input (None: absent) requires grad."""
+    if not torch.is_grad_enabled():
+        return False
+    return any(t is not None and t.requires_grad for t in tensors)
 
 
 def _rows(verdicts: list[Verdict]) -> list[tuple[int, int, Tier]]:
@@ -262,16 +366,16 @@ def _log(message: str) -> None:
 
 
 # -- registry, forcing ------------------------------------------------------------------------
-OPS: dict[str, OpTiers] = {}
+OPS: dict[str, Op] = {}
 _forced_in_context: dict[str, str] = {}
 
 
-def add_op(op: OpTiers) -> OpTiers:
+def add_op(op: Op) -> Op:
     OPS[op.name] = op
     return op
 
 
-def op_tiers(op: str) -> OpTiers:
+def op_tiers(op: str) -> Op:
     try:
         return OPS[op]
     except KeyError:
@@ -324,16 +428,11 @@ def register_tier(op: str, name: str, eligible: Callable, impl: Callable, *, bef
     """Adds a tier to ``op`` without editing this package (first in order unless placed).
 
     ``eligible(problem) -> None | str`` sees the op's problem (a NamedTuple; its fields are in
-    the op module's docstring, e.g. ``dispatch.router``) and never M: decisions are cached per
-    problem. ``impl`` takes the op's positional arguments:
-
-    - router_gemm: ``(x, weight, bias, out_dtype, out)``
-    - norm_router_gemm: ``(x, norm_weight, gate_weight, eps, out_dtype, normed_out, logits_out)``
-    - silu_mul_quant_fp8: ``(x, group_size, scale_ub, ue8m0, scale_layout, out, scales)``
-    - pack_topk: ``(ids, weights, out)``
-
-    and must return what the op returns, writing into the ``out`` tensors when they are given.
-    The tuning table may name the tier to give it an M window."""
+    the op module's docstring, e.g. ``dispatch.ops.router_gemm``) and never M: decisions are
+    cached per problem. ``impl`` takes the op's positional arguments, as
+    ``dispatch.op_signature(op)`` lists them (e.g. router_gemm: ``(x, weight, bias, out_dtype,
+    out)``), and must return what the op returns, writing into the output tensors when they are
+    given. The tuning table may name the tier to give it an M window."""
     ops = op_tiers(op)
     if name in ops.names():
         raise ValueError(f"{op} already has a tier {name!r}")
@@ -354,6 +453,11 @@ def remove_tier(op: str, name: str) -> None:
     ops = op_tiers(op)
     ops.tiers.remove(ops.tier(name))
     clear_cache()
+
+
+def op_signature(op: str) -> str:
+    """The positional parameters ``op``'s tier implementations take."""
+    return op_tiers(op).signature()
 
 
 def explain(op: str, *args, **kwargs) -> Explanation:

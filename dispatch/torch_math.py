@@ -1,4 +1,5 @@
-"""Plain-torch building blocks of the fallback tiers, and argument checks shared by the ops.
+"""Plain-torch building blocks of the fallback tiers, and the device and output checks the op
+declarations share (tensor checks: ``cute_kernels.checks``).
 
 fp32 GEMMs here never use TF32: fp32 router weights are meant to stay fp32 (the spec rounds
 nothing before the sum), whatever ``torch.backends.cuda.matmul.allow_tf32`` says globally.
@@ -12,9 +13,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+from cute_kernels.checks import dtype_name
 
 
 _tf32_lock = threading.Lock()
@@ -66,17 +65,6 @@ def check_out(name: str, out, shape: tuple, dtype: torch.dtype) -> None:
                     f"{dtype_name(out.dtype)} {list(out.shape)}")
 
 
-def check_tensor(name: str, t, ndim: int, dtypes: tuple) -> None:
-    """Type, rank and dtype, with the errors the spec raises (TypeError / ValueError)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-D; got shape {tuple(t.shape)}")
-    if t.dtype not in dtypes:
-        allowed = ", ".join(dtype_name(d) for d in dtypes)
-        raise TypeError(f"{name} must have dtype {allowed}; got {dtype_name(t.dtype)}")
-
-
 def same_device(device: torch.device, *tensors) -> bool:
     """Whether every given tensor (None: absent) is on ``device``: the problem keys' flag, which
     keeps a call that ``check_devices`` refuses off every cached plan."""
@@ -92,11 +80,6 @@ def check_devices(x_name: str, x: torch.Tensor, **tensors) -> None:
         if t is not None and t.device != x.device:
             raise ValueError(f"{name} is on {t.device} but {x_name} is on {x.device}; "
                              "all tensors must be on one device")
-
-
-def require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
 
 
 def dense(t: torch.Tensor, align: int = 16) -> bool:

@@ -56,8 +56,9 @@ def router_parts() -> dict:
     function alone (its output preallocated), the output allocation (as the launcher makes it,
     and as ``torch.empty`` with a size tuple), the dispatcher's problem key."""
     import dispatch
-    from cute_kernels import bridge, ops
-    from dispatch import router
+    from cute_kernels import bridge
+    from cute_kernels.kernels.router_gemm import tiling as router_tiling
+    from dispatch.ops import router_gemm as router
 
     p = presets.get("deepseek-v3")
     x, w = _inputs(p.hidden_size, p.num_experts)
@@ -68,9 +69,8 @@ def router_parts() -> dict:
              "dispatcher problem key: router.problem_key": lambda: router.problem_key(x, w, None, FP32, None)}
     tier = dispatch.explain("router_gemm", x, w).tier
     if tier.startswith("cute-"):
-        kernel = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 1, p.hidden_size, e,
-                                        tier.removeprefix("cute-"), True,
-                                        torch.cuda.get_device_properties(x.device).multi_processor_count)
+        kernel = router_tiling.pick("bfloat16", "bfloat16", "float32", None, 1, p.hidden_size, e,
+                                    tier.removeprefix("cute-"), True, bridge.num_sms(x.device.index))
         fn, no_bias = bridge.compiled(kernel, x.device), torch.zeros(1, device="cuda")
         ws = bridge.workspace(x.device, kernel.workspace_ints(1, e)) if kernel.uses_workspace else torch.zeros(
             1, dtype=torch.int32, device="cuda")

@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, installed or not
 import torch  # noqa: E402
 
 from cute_kernels import presets, timing  # noqa: E402
-from dispatch import norm_router  # noqa: E402
+from dispatch.ops import norm_router_gemm as norm_router  # noqa: E402
 
 import bench_router_gemm as router_bench  # noqa: E402
 
@@ -77,7 +77,7 @@ def unavailable(impl: str, point) -> str | None:
     p = norm_router.NormRouterProblem(torch.device("cuda", 0), DT[point["x_dtype"]], DT[point["norm_dtype"]],
                                       DT[point["w_dtype"]], DT[point["out_dtype"]], point["H"],
                                       torch.Size([point["E"], point["H"]]), True)
-    return norm_router.NORM_ROUTER.tier(impl).eligible(p)
+    return norm_router.OP.tier(impl).eligible(p)
 
 
 def make_inputs(point):
@@ -104,7 +104,7 @@ def _call(impl: str, pdl: bool, point):
     if impl == "dispatch":
         return lambda x, nw, g, normed, logits: dispatch.norm_router_gemm(
             x, nw, g, EPS, out_dtype=out_dtype, normed_out=normed, logits_out=logits)
-    tier = norm_router.NORM_ROUTER.tier(impl).impl
+    tier = norm_router.OP.tier(impl).impl
     return lambda x, nw, g, normed, logits: tier(x, nw, g, EPS, out_dtype, normed, logits)
 
 
@@ -121,7 +121,7 @@ def measure(impl: str, pdl: bool, point, replays: int) -> dict:
 
     def check(inputs):
         x, nw, g, normed, logits = inputs
-        want_normed, want_logits = reference.rmsnorm_router_gemm(x, nw, g, EPS, out_dtype=torch.float32)
+        want_normed, want_logits = reference.norm_router_gemm(x, nw, g, EPS, out_dtype=torch.float32)
         # normed: one rounding of x's dtype; fp32 logits: an fp32 sum; bf16 logits: one bf16 rounding
         for got, want, limit in ((normed, want_normed, 1e-2),
                                  (logits, want_logits, 1e-5 if out_dtype == torch.float32 else 1e-2)):

@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, installed or not
 import torch  # noqa: E402
 
 from cute_kernels import presets, timing  # noqa: E402
-from dispatch import router  # noqa: E402
+from dispatch.ops import router_gemm as router  # noqa: E402
 
 OP = FILE = "router_gemm"
 SIZE = "M"
@@ -118,7 +118,7 @@ def unavailable(impl: str, point) -> str | None:
         return None
     if impl == "flashinfer":
         return None if _flashinfer(point) else "flashinfer is not installed or has no kernel for this shape/M"
-    return router.ROUTER.tier(impl).eligible(problem(point))
+    return router.OP.tier(impl).eligible(problem(point))
 
 
 def make_inputs(point):
@@ -147,7 +147,7 @@ def _call(impl: str, pdl: bool, point):
     if impl == "flashinfer":
         fn = _flashinfer(point)
         return lambda x, w, b, out: fn(x, w.t(), out, launch_with_pdl=pdl)  # it takes W as [H, E] column-major
-    tier = router.ROUTER.tier(impl).impl
+    tier = router.OP.tier(impl).impl
     return lambda x, w, b, out: tier(x, w, b, out_dtype, out)
 
 

@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from cute_kernels import ops, presets, timing  # noqa: E402
+from cute_kernels.kernels.router_gemm import tiling as router_tiling  # noqa: E402
 from cute_kernels.kernels.router_gemm import RouterGemm  # noqa: E402
 
 
@@ -28,20 +29,20 @@ def candidates(preset, m: int):
     names = ("bfloat16", preset.gate_dtype)
     out = preset.logits_dtype
     bias = preset.gate_dtype if preset.gate_bias else None
-    variants = ["dot"] + (["mma"] if ops.mma_dtypes(*names) else [])
+    variants = ["dot"] + (["mma"] if router_tiling.mma_dtypes(*names) else [])
     for variant in variants:
-        m_tile = ops.router_m_tile(variant, m)
+        m_tile = router_tiling.m_tile_for(variant, m)
         if variant == "mma":
             grid = itertools.product((16, 32, 64), (m_tile, max(8, m_tile // 2)), (1, 2, 4, 8), (4,))
         else:
-            grid = itertools.product((1, 2, 3, 4, 8, 16), (m_tile,), (1, 2, 4), (ops.DOT_WARPS, 4))
+            grid = itertools.product((1, 2, 3, 4, 8, 16), (m_tile,), (1, 2, 4), (router_tiling.DOT_WARPS, 4))
         for e_tile, tile, split_k, warps in dict.fromkeys(grid):
-            if variant == "dot" and e_tile * tile > ops.DOT_MAX_ACC:
+            if variant == "dot" and e_tile * tile > router_tiling.DOT_MAX_ACC:
                 continue
             probe = RouterGemm(*names, out, bias, variant, e_tile, tile, split_k, 1, True, warps)
             if split_k > -(-preset.hidden_size // probe.k_tile):
                 continue
-            stages = ops.router_stages(probe, preset.hidden_size)
+            stages = router_tiling.stages_for(probe, preset.hidden_size)
             if stages:
                 yield dataclasses.replace(probe, stages=stages)
 
@@ -65,10 +66,10 @@ def main() -> int:
         out_dtype = getattr(torch, preset.logits_dtype)
         for point in points([name], sizes=args.m):
             m = point["M"]
-            pick = ops.router_gemm_kernel("bfloat16", preset.gate_dtype, preset.logits_dtype,
+            pick = router_tiling.pick("bfloat16", preset.gate_dtype, preset.logits_dtype,
                                           preset.gate_dtype if preset.gate_bias else None, m, preset.hidden_size,
                                           preset.num_experts,
-                                          ops.router_gemm_variant("bfloat16", preset.gate_dtype, m, preset.hidden_size),
+                                          router_tiling.variant_for("bfloat16", preset.gate_dtype, m, preset.hidden_size),
                                           True)
             timed = []
             for cfg in candidates(preset, m):

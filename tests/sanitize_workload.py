@@ -7,7 +7,9 @@ import dataclasses
 import torch
 
 import cute_kernels
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import bridge, ops, reference
+from cute_kernels.checks import dtype_name
 
 
 def pack_topk_cases():
@@ -73,8 +75,8 @@ def router_gemm_cases():
         b = None if b_dtype is None else torch.randn(e, device="cuda").to(b_dtype)
         config = None
         if variant == "global":
-            names = [bridge.dtype_name(d) for d in (x_dtype, w_dtype, out_dtype)]
-            default = ops.router_gemm_kernel(*names, None, m, h, e, "mma", pdl)
+            names = [dtype_name(d) for d in (x_dtype, w_dtype, out_dtype)]
+            default = router_tiling.pick(*names, None, m, h, e, "mma", pdl)
             variant, config = "mma", dataclasses.replace(default, reduce="global")
         got = cute_kernels.router_gemm(x, w, b, out_dtype=out_dtype, variant=variant, pdl=pdl, config=config).double()
         want = reference.router_gemm(x, w, b).double()
@@ -100,7 +102,7 @@ def norm_router_cases():
         nw = (1 + 0.1 * torch.randn(h, device="cuda")).to(n_dtype)
         gate = torch.randn(e, h, device="cuda").to(g_dtype)
         normed, logits = cute_kernels.norm_router_gemm(x, nw, gate, out_dtype=out_dtype, pdl=pdl)
-        want_n, want_l = reference.rmsnorm_router_gemm(x, nw, gate)
+        want_n, want_l = reference.norm_router_gemm(x, nw, gate)
         case = (x_dtype, n_dtype, g_dtype, out_dtype, m, h, e, pdl)
         for got, want, tol in ((normed, want_n, 1e-2), (logits, want_l, 1e-5 if out_dtype == f32 else 1e-2)):
             err = (torch.linalg.norm(got.double() - want.double()) / torch.linalg.norm(want.double())).item()

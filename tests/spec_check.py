@@ -98,7 +98,7 @@ def assert_matches_spec(op, a, got, rows=None):
         want = spec.router_gemm(a["x"], a["weight"], a.get("bias"), a.get("out_dtype", torch.float32))
         assert_logits_match(got, want, a["x"], a["weight"])
     else:
-        normed, logits = spec.rmsnorm_router_gemm(a["x"], a["norm_weight"], a["gate_weight"], a.get("eps", 1e-6),
+        normed, logits = spec.norm_router_gemm(a["x"], a["norm_weight"], a["gate_weight"], a.get("eps", 1e-6),
                                                   a.get("out_dtype", torch.float32))
         finite = assert_special_values_match(got[0], normed)
         assert within_one_bf16_ulp(got[0][finite], normed[finite]), "normed_x beyond one ulp"

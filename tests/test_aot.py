@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from cute_kernels import aot, runtime_shim
+from cute_kernels import aot, keys, runtime_shim
 from cute_kernels import compile as ck
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_DSL = Path(__file__).with_name("no_dsl")  # its sitecustomize makes the DSL absent
-PRESET, OP, ARCHS = "gpt-oss-120b", "TopkPack", ("sm_90a", "sm_100a")  # 4 top-k kernels per arch
+PRESET, OP, ARCHS = "gpt-oss-120b", "PackTopk", ("sm_90a", "sm_100a")  # 4 top-k kernels per arch
 
 
 def run(args, no_dsl=False):
@@ -50,10 +50,10 @@ def test_build_writes_libraries_and_manifest(built):
     out, result = built
     found = entries(out)
     assert len(found) == 8 and sorted(e["arch"] for e in found.values()) == sorted(ARCHS * 4)
-    assert all(key.startswith("topk_pack.TopkPack[") and key.endswith("@" + e["arch"]) for key, e in found.items())
+    assert all(key.startswith("pack_topk.PackTopk[") and key.endswith("@" + e["arch"]) for key, e in found.items())
     for e in found.values():
         lib = out / e["file"]
-        assert lib.stat().st_size == e["size"] and e["fingerprint"] == ck.source_fingerprint()
+        assert lib.stat().st_size == e["size"] and e["fingerprint"] == keys.family_fingerprint("pack_topk")
         assert all(runtime_shim.allowed_undefined(s) for s in runtime_shim.undefined_symbols(lib))
         assert all(runtime_shim.ALLOWED_NEEDED.match(n) for n in runtime_shim.needed_libraries(lib))
     assert sorted(p.name for p in out.iterdir()) == sorted([aot.MANIFEST] + [e["file"] for e in found.values()])
@@ -111,7 +111,7 @@ def test_rerun_rebuilds_only_the_damaged_library(copy):
 
 def test_unknown_op_is_refused(tmp_path):
     result = cli("--arch", "sm_90a", "--preset", PRESET, "--op", "nope", "--out", str(tmp_path))
-    assert result.returncode == 2 and "--op nope matches no kernel" in result.stderr and "TopkPack" in result.stderr
+    assert result.returncode == 2 and "--op nope matches no kernel" in result.stderr and "PackTopk" in result.stderr
 
 
 LOAD_WITHOUT_DSL = textwrap.dedent("""
@@ -171,7 +171,7 @@ def test_runtime_skips_stale_and_damaged_artifacts(copy, cache_dir, monkeypatch)
     with pytest.warns(RuntimeWarning, match="does not match its sha256"):
         assert callable(cache.get(kernel, "sm_90a"))
     assert (cache.stats.aot_loads, cache.stats.compiles) == (0, 1)
-    monkeypatch.setattr(ck, "source_fingerprint", lambda: "edited-sources")
+    monkeypatch.setattr(keys, "family_fingerprint", lambda family: "edited-sources")
     (copy / aot.MANIFEST).touch()  # a new manifest stamp: the directory is read again
     cache = ck.KernelCache()
     with pytest.warns(RuntimeWarning, match="other kernel sources"):
@@ -182,14 +182,15 @@ def test_runtime_skips_stale_and_damaged_artifacts(copy, cache_dir, monkeypatch)
 RUN_WITHOUT_DSL = textwrap.dedent("""
     import sys
     import cute_kernels
-    from cute_kernels import catalog, compile as ck, ops, presets
+    from cute_kernels import catalog, compile as ck, presets
+    from cute_kernels.kernels import pack_topk
     ck.set_aot_dir(sys.argv[1])
     cache = ck.default_cache()
     for kernel in catalog.preset_kernels(presets.get(sys.argv[2])):
         if type(kernel).__name__ == sys.argv[3]:
             assert callable(cache.get(kernel, "sm_90a"))
     try:
-        cache.get(ops.pack_topk_kernel("int32", "float32", 3, 16, True), "sm_90a")
+        cache.get(pack_topk.pick("int32", "float32", 3, 16, True), "sm_90a")
         sys.exit("compiled without the DSL?")
     except ck.KernelUnavailableError as e:
         assert "has no entry for it" in str(e) and "not installed" in str(e), e
@@ -220,12 +221,12 @@ def test_every_catalog_key_names_its_kernel():
 
     for kernel in catalog.all_variants():
         key = ck.CompileKey.of(kernel, "sm_100a").describe()
-        assert aot.kernel_of_key(key) == (kernel, "sm_100a")
+        assert keys.parse_key(key) == (kernel, "sm_100a")
 
 
 @pytest.mark.parametrize("key", ["nonsense", "router_gemm.RouterGemm[x_dtype=bfloat16]@sm_90a",
-                                 "no_such.Kernel[a=1]@sm_90a", "topk_pack.TopkPack[ids_dtype=int32,weights_dtype="
+                                 "no_such.Kernel[a=1]@sm_90a", "pack_topk.PackTopk[ids_dtype=int32,weights_dtype="
                                  "float32,k=8,vec=8,pdl=True,threads=64,extra=1]@sm_90a"])
 def test_bad_keys_are_refused(key):
     with pytest.raises(ValueError, match="compile key|names no kernel"):
-        aot.kernel_of_key(key)
+        keys.parse_key(key)

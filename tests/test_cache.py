@@ -8,14 +8,14 @@ import textwrap
 import pytest
 
 from cute_kernels import compile as ck
-from cute_kernels.kernels.topk_pack import TopkPack
+from cute_kernels.kernels.pack_topk import PackTopk
 
 ARCH = "sm_90a"
-KERNEL = TopkPack("int32", "float32", 8, 8, True)
+KERNEL = PackTopk("int32", "float32", 8, 8, True)
 
 
 def entry(cache):
-    obj, meta = cache._paths(ck.CompileKey.of(KERNEL, ARCH))
+    obj, meta = cache.paths(ck.CompileKey.of(KERNEL, ARCH))
     return obj, meta
 
 
@@ -29,18 +29,20 @@ def test_miss_then_memory_then_disk(cache_dir):
     fresh = ck.KernelCache()  # a new process sees the disk entry
     assert callable(fresh.get(KERNEL, ARCH))
     assert (fresh.stats.compiles, fresh.stats.disk_loads) == (0, 1)
-    assert fresh.contains(KERNEL, ARCH) and not fresh.contains(TopkPack("int64", "float32", 8, 8, True), ARCH)
+    assert fresh.contains(KERNEL, ARCH) and not fresh.contains(PackTopk("int64", "float32", 8, 8, True), ARCH)
 
 
 def test_key_covers_config_arch_version_and_sources(monkeypatch):
+    from cute_kernels import keys
+
     base = ck.CompileKey.of(KERNEL, ARCH)
-    assert base != ck.CompileKey.of(TopkPack("int32", "float32", 8, 8, False), ARCH)
+    assert base != ck.CompileKey.of(PackTopk("int32", "float32", 8, 8, False), ARCH)
     assert base.digest() != ck.CompileKey.of(KERNEL, "sm_100a").digest()
     digest = base.digest()
-    monkeypatch.setattr(ck, "source_fingerprint", lambda: "edited-sources")
+    monkeypatch.setattr(keys, "family_fingerprint", lambda family: "edited-sources")
     assert base.digest() != digest
-    monkeypatch.setattr(ck, "dsl_version", lambda: "0.0.0")
-    assert "dsl-0.0.0-edited-sources" in str(ck.KernelCache().directory)
+    monkeypatch.setattr(keys, "dsl_version", lambda: "0.0.0")
+    assert ck.KernelCache().directory.name == f"{ck.CACHE_LAYOUT}-dsl-0.0.0"
 
 
 def _damage_truncate(obj, meta):
@@ -53,7 +55,7 @@ def _damage_garbage(obj, meta):
 
 def _damage_foreign_meta(obj, meta):  # a valid entry of another key renamed onto this one
     info = json.loads(meta.read_text())
-    meta.write_text(json.dumps({**info, "key": "topk_pack.TopkPack[other]@sm_90a"}))
+    meta.write_text(json.dumps({**info, "key": "pack_topk.PackTopk[other]@sm_90a"}))
 
 
 def _damage_killed_mid_write(obj, meta):  # object renamed in, sidecar never written
@@ -92,11 +94,11 @@ def test_unwritable_directory_degrades_to_memory(tmp_path, monkeypatch):
 RACER = textwrap.dedent("""
     import json
     from cute_kernels.compile import CompileKey, KernelCache
-    from cute_kernels.kernels.topk_pack import TopkPack
+    from cute_kernels.kernels.pack_topk import PackTopk
     c = KernelCache()
-    kernel = TopkPack("int32", "float32", 8, 8, True)
+    kernel = PackTopk("int32", "float32", 8, 8, True)
     fn = c.get(kernel, "sm_90a")
-    sha = json.loads(c._paths(CompileKey.of(kernel, "sm_90a"))[1].read_text())["sha256"]
+    sha = json.loads(c.paths(CompileKey.of(kernel, "sm_90a"))[1].read_text())["sha256"]
     print(c.stats.compiles, c.stats.disk_loads, callable(fn), sha)
 """)
 

@@ -16,7 +16,7 @@ def test_compiles(kernel, arch):
 
 
 def test_vector_width_follows_k_and_alignment():
-    from cute_kernels.ops import pack_topk_kernel
+    from cute_kernels.kernels.pack_topk import pick as pack_topk_kernel
 
     assert pack_topk_kernel("int32", "float32", 8, 16, True).vec == 8
     assert pack_topk_kernel("int32", "float32", 6, 16, True).vec == 2

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import cute_kernels
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import ops
 from spec_check import Maker, assert_matches_spec, snapshot
 
@@ -51,9 +52,9 @@ def router(n, m, x_dtype=BF16, w_dtype=BF16, e=E, bias=None, out_dtype=FP32, **k
 
 def split(m, variant, split_k, reduce="global"):
     """The heuristic's bf16 specialisation for M, with H split ``split_k`` ways instead."""
-    kernel = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, H, E, variant, True)
+    kernel = router_tiling.pick("bfloat16", "bfloat16", "float32", None, m, H, E, variant, True)
     probe = dataclasses.replace(kernel, split_k=split_k, stages=1, reduce=reduce)
-    stages = ops.router_stages(probe, H)
+    stages = router_tiling.stages_for(probe, H)
     assert stages, "the split share must fit in shared memory"
     return dataclasses.replace(probe, stages=stages)
 

@@ -112,7 +112,7 @@ def test_norm_gate_linear_layout_and_semantics(gen):
                             **{f"gate.{k}": v for k, v in linear.state_dict().items()}})
     x = (torch.randn(6, 128, generator=gen) * 3).to(BF16)
     normed, logits = module(x)
-    want_normed, _ = spec.rmsnorm_router_gemm(x, norm.weight, linear.weight, 1e-6)
+    want_normed, _ = spec.norm_router_gemm(x, norm.weight, linear.weight, 1e-6)
     xd = x.double()
     n = xd / torch.sqrt(xd.square().mean(1, keepdim=True) + 1e-6) * norm.weight.double()
     assert normed.dtype == BF16 and within_one_bf16_ulp(normed, n) and within_one_bf16_ulp(want_normed, n)

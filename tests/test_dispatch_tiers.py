@@ -20,9 +20,15 @@ import dispatch
 from cute_kernels import bridge, ops
 from cute_kernels import reference as spec
 from cute_kernels.compile import default_cache
+from cute_kernels.kernels.common import H100_SMS
 from cute_kernels.kernels.router_gemm import NormRouterGemm, RouterGemm
-from cute_kernels.kernels.silu_mul_quant import SiluMulQuantFp8
-from dispatch import environment, norm_router, router, silu_quant, tiers, topk, tuning
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
+from cute_kernels.kernels.silu_mul_quant_fp8 import SiluMulQuantFp8
+from dispatch import environment, tiers, tuning
+from dispatch.ops import norm_router_gemm as norm_router
+from dispatch.ops import pack_topk as topk
+from dispatch.ops import router_gemm as router
+from dispatch.ops import silu_mul_quant_fp8 as silu_quant
 
 pytestmark = pytest.mark.filterwarnings("ignore:cute_kernels dispatch:RuntimeWarning")
 BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
@@ -48,7 +54,7 @@ def spec_kernel(kernel, args):
     outputs there; returns ``(op, variant or None, M)``."""
     if isinstance(kernel, NormRouterGemm):
         x, gate_weight, norm_weight, logits, normed, eps = args
-        want_normed, want_logits = spec.rmsnorm_router_gemm(x, norm_weight.view(-1), gate_weight, eps, logits.dtype)
+        want_normed, want_logits = spec.norm_router_gemm(x, norm_weight.view(-1), gate_weight, eps, logits.dtype)
         normed.copy_(want_normed), logits.copy_(want_logits)
         return "norm_router_gemm", None, x.shape[0]
     if isinstance(kernel, RouterGemm):
@@ -89,7 +95,7 @@ def calls(monkeypatch):
     monkeypatch.setattr(bridge, "compiled", compiled)
     monkeypatch.setattr(bridge, "current_device", lambda: None)
     monkeypatch.setattr(bridge, "workspace", lambda device, ints: torch.zeros(ints, dtype=torch.int32))
-    monkeypatch.setattr(ops, "_num_sms", lambda index: ops.H100_SMS)
+    monkeypatch.setattr(bridge, "num_sms", lambda index: H100_SMS)
     default_cache().clear_memory()  # no launcher keeps a function across tests
     yield log
     default_cache().clear_memory()
@@ -111,7 +117,7 @@ def expected_router_tier(arch, xd, wd, h, m, dense):
     kernels_ok = arch in ("sm_90a", "sm_100a") and h % 8 == 0 and dense
     eligible = {
         "cute-mma": kernels_ok and (xd, wd) in MMA_PAIRS,
-        "cute-dot": kernels_ok and wd in (BF16, FP32),
+        "cute-dot": kernels_ok,
         "cublas": xd == wd and xd in sixteen,
     }
     if xd == BF16 and wd in (BF16, FP32):
@@ -138,17 +144,17 @@ def test_router_selection_matrix(monkeypatch, calls, arch, xd, wd):
     for h, dense, m, bias in itertools.product((64, 60), (True, False), (0, 1, 8, 9, 64, 65, 4096),
                                                (None, (FP32, torch.Size([8])))):
         p = router_problem(xd, wd, h, bias=bias, dense=dense)
-        got = router.ROUTER.explain(p, m)
+        got = router.OP.explain(p, m)
         assert got.tier == expected_router_tier(arch, xd, wd, h, m, dense), (arch, xd, wd, h, dense, m, str(got))
         steps = dict(got.steps)
         if arch == "sm_80" and xd == wd and xd in (BF16, FP16) and h % 8 == 0 and dense:
             assert "sm_80; the CuTe kernels need sm_90 or newer" in steps["cute-mma"]
         if h == 60 and xd == wd == BF16:
-            assert steps["cute-mma"] == "skipped: H=60 is not a positive multiple of 8"
+            assert steps["cute-mma"] == "skipped: x's hidden size H=60 must be a positive multiple of 8"
         if not dense and h == 64 and arch != "sm_80" and xd == wd == BF16:
             assert "16-byte aligned" in steps["cute-dot"]
         if (xd, wd) not in MMA_PAIRS and arch != "sm_80":
-            assert "needs x and weight both bfloat16 or both float16, or bfloat16 x with float32" in steps["cute-mma"]
+            assert "the tensor cores need x and weight both bfloat16 or both float16, or bfloat16 x with float32" in steps["cute-mma"]
 
 
 # A table of the test's own: the shipped one changes whenever a measured sweep rewrites it.
@@ -163,42 +169,34 @@ def test_router_windows_and_reasons_in_explain(monkeypatch, calls):
     simulate(monkeypatch, "sm_90a")
     monkeypatch.setattr(dispatch.tuning, "table", lambda: dispatch.tuning.parse(TABLE))
     p = router_problem(BF16, BF16, 7168, 256)  # a preset shape: the table's entry
-    at_1, at_9, at_big = (router.ROUTER.explain(p, m) for m in (1, 9, 10**5))
+    at_1, at_9, at_big = (router.OP.explain(p, m) for m in (1, 9, 10**5))
     assert (at_1.tier, at_9.tier, at_big.tier) == ("cute-dot", "cute-mma", "cute-mma")
     assert dict(at_1.steps)["cute-mma"] == "skipped: the tuning table gives it M in [9, inf]"
     assert at_1.tuning_source == dispatch.tuning.table()[0]
-    assert router.ROUTER.explain(router_problem(BF16, BF16, 64, 8), 1).tuning_source.startswith("built-in default")
+    assert router.OP.explain(router_problem(BF16, BF16, 64, 8), 1).tuning_source.startswith("built-in default")
     # fp32 weights, tensor cores off: the dot kernel up to M = 64, torch's fp32 GEMM beyond (cuBLAS
     # bf16 cannot take them)
     p32 = router_problem(BF16, FP32, 3072, 256)
-    assert [router.ROUTER.explain(p32, m).tier for m in (1, 64, 65)] == ["cute-dot", "cute-dot", "torch"]
-    text = str(router.ROUTER.explain(p32, 65))
+    assert [router.OP.explain(p32, m).tier for m in (1, 64, 65)] == ["cute-dot", "cute-dot", "torch"]
+    text = str(router.OP.explain(p32, 65))
     assert "* torch: runs" in text and "- cute-dot: skipped: the tuning table gives it M in [0, 64]" in text
     assert "- cublas: skipped: needs x and weight of one 16-bit dtype" in text
 
 
 def test_router_kernel_row_limit(monkeypatch, calls):
     simulate(monkeypatch, "sm_90a")
-    h = router.MMA_MAX_HIDDEN
+    h = router_tiling.MMA_MAX_H
     p = router_problem(FP16, FP16, h, 8)
     limit = (2**31 - 1) // h
-    assert router.ROUTER.explain(p, limit).tier == "cute-mma"
-    over = router.ROUTER.explain(p, limit + 1)
+    assert router.OP.explain(p, limit).tier == "cute-mma"
+    over = router.OP.explain(p, limit + 1)
     assert over.tier == "cublas" and f"over its limit of {limit} rows" in dict(over.steps)["cute-mma"]
-    wide = dict(router.ROUTER.explain(router_problem(BF16, BF16, h + 8), 1).steps)
-    assert f"H={h + 8} is over {h}" in wide["cute-mma"] and wide["cute-dot"] == "runs"
-    assert "H=65544 is over 65536" in dict(router.ROUTER.explain(router_problem(BF16, BF16, 65544), 1).steps)[
+    wide = dict(router.OP.explain(router_problem(BF16, BF16, h + 8), 1).steps)
+    assert f"take H up to {h} with bfloat16 weights" in wide["cute-mma"] and wide["cute-dot"] == "runs"
+    assert "H=65544 is over 65536" in dict(router.OP.explain(router_problem(BF16, BF16, 65544), 1).steps)[
         "cute-dot"]
-    fp32_w = dict(router.ROUTER.explain(router_problem(BF16, FP32, h // 2 + 8), 1000).steps)
-    assert f"H={h // 2 + 8} is over {h // 2} for float32 weights" in fp32_w["cute-mma"]
-
-
-def test_missing_kernel_is_reported_not_built(monkeypatch, calls):
-    simulate(monkeypatch, "sm_90a")
-    monkeypatch.delattr(cute_kernels, "router_gemm")
-    got = router.ROUTER.explain(router_problem(BF16, BF16), 1)
-    assert got.tier == "cublas"
-    assert dict(got.steps)["cute-dot"] == "skipped: cute_kernels.router_gemm is not built in this version"
+    fp32_w = dict(router.OP.explain(router_problem(BF16, FP32, h // 2 + 8), 1000).steps)
+    assert f"take H up to {h // 2} with float32 weights" in fp32_w["cute-mma"]
 
 
 def norm_problem(gate_dtype=BF16, h=64, dense=True, device=CUDA0):
@@ -207,20 +205,17 @@ def norm_problem(gate_dtype=BF16, h=64, dense=True, device=CUDA0):
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a", "sm_100a"])
 @pytest.mark.parametrize("gate_dtype", [BF16, FP32, FP16])
-@pytest.mark.parametrize("fused_built", [True, False])
-def test_norm_router_selection(monkeypatch, calls, arch, gate_dtype, fused_built):
+def test_norm_router_selection(monkeypatch, calls, arch, gate_dtype):
     simulate(monkeypatch, arch)
-    if not fused_built:
-        monkeypatch.delattr(cute_kernels, "norm_router_gemm")
     hopper = arch != "sm_80"
     for m in (1, 64, 65):
-        got = norm_router.NORM_ROUTER.explain(norm_problem(gate_dtype), m)
+        got = norm_router.OP.explain(norm_problem(gate_dtype), m)
         steps = dict(got.steps)
-        if hopper and fused_built and gate_dtype != FP16:
+        if hopper and gate_dtype != FP16:
             want = "cute-fused"
-        elif hopper and gate_dtype != FP16:
-            want = "unfused"  # the router GEMM of fp32 rows has its dot kernel
-            assert steps["cute-fused"] == "skipped: cute_kernels.norm_router_gemm is not built in this version"
+        elif hopper:
+            want = "unfused"  # the router GEMM of fp32 rows has its dot kernel (fp16 weights too)
+            assert steps["cute-fused"] == "skipped: gate_weight must be bfloat16 or float32; got float16"
         else:
             want = "torch"
             assert "the router GEMM on fp32 rows would run on torch" in steps["unfused"]
@@ -233,18 +228,18 @@ def test_silu_and_pack_selection(monkeypatch, calls, arch):
     device = CUDA0 if arch else torch.device("cpu")
     hopper = arch in ("sm_90a", "sm_100a")
     silu = silu_quant.SiluQuantProblem(device, BF16, 4096, 128, False, "col", None, True)
-    assert silu_quant.SILU_QUANT.explain(silu, 16).tier == ("cute" if hopper else "torch")
-    assert silu_quant.SILU_QUANT.explain(silu._replace(dense=False), 16).tier == "torch"
+    assert silu_quant.OP.explain(silu, 16).tier == ("cute" if hopper else "torch")
+    assert silu_quant.OP.explain(silu._replace(dense=False), 16).tier == "torch"
     cpu_ub = silu._replace(scale_ub=(FP32, torch.device("cpu"), 1))
     if hopper:
-        assert "scale_ub is on cpu" in dict(silu_quant.SILU_QUANT.explain(cpu_ub, 1).steps)["cute"]
-        over = silu_quant.SILU_QUANT.explain(silu, (2**31 - 1) // 4096 + 1)
+        assert "scale_ub is on cpu" in dict(silu_quant.OP.explain(cpu_ub, 1).steps)["cute"]
+        over = silu_quant.OP.explain(silu, (2**31 - 1) // 4096 + 1)
         assert over.tier == "torch" and "over its limit" in dict(over.steps)["cute"]
     pack = topk.PackTopkProblem(device, torch.int64, FP32, 8, True)
-    assert topk.PACK_TOPK.explain(pack, 1).tier == ("cute" if hopper else "torch")
-    assert topk.PACK_TOPK.explain(pack._replace(dense=False), 1).tier == "torch"
+    assert topk.OP.explain(pack, 1).tier == ("cute" if hopper else "torch")
+    assert topk.OP.explain(pack._replace(dense=False), 1).tier == "torch"
     if arch is None:
-        assert dict(topk.PACK_TOPK.explain(pack, 1).steps)["cute"] == "skipped: tensors are on cpu, not a CUDA GPU"
+        assert dict(topk.OP.explain(pack, 1).steps)["cute"] == "skipped: tensors are on cpu, not a CUDA GPU"
 
 
 def test_calls_run_the_chosen_tier_with_spec_results(monkeypatch, calls, gen):
@@ -348,7 +343,7 @@ def test_forced_tier_over_its_row_limit(monkeypatch, calls):
     simulate(monkeypatch, "sm_90a")
     with dispatch.force_tier("pack_topk", "cute"):
         with pytest.raises(ValueError, match="'cute'.*cannot take M="):
-            topk.PACK_TOPK.explain(topk.PackTopkProblem(CUDA0, torch.int32, FP32, 8, True), 2**31)
+            topk.OP.explain(topk.PackTopkProblem(CUDA0, torch.int32, FP32, 8, True), 2**31)
 
 
 def test_register_and_remove_a_tier(gen):
@@ -361,7 +356,7 @@ def test_register_and_remove_a_tier(gen):
     dispatch.register_tier("router_gemm", "mine", lambda p: None if p.hidden == 64 else "only H=64", mine,
                            before="torch")
     try:
-        assert router.ROUTER.names() == ["cute-mma", "cute-dot", "cublas", "mine", "torch"]
+        assert router.OP.names() == ["cute-mma", "cute-dot", "cublas", "mine", "torch"]
         x, w = torch.randn(3, 64, generator=gen).to(BF16), torch.randn(8, 64, generator=gen).to(BF16)
         assert torch.equal(dispatch.router_gemm(x, w), spec.router_gemm(x, w)) and ran == [3]
         assert dispatch.explain("router_gemm", x, w).tier == "mine"
@@ -376,15 +371,15 @@ def test_register_and_remove_a_tier(gen):
             dispatch.register_tier("router_gemm", "x", lambda p: None, mine, before="torch", after="cublas")
         dispatch.register_tier("pack_topk", "first", lambda p: None, lambda i, w, o: "first")
         dispatch.register_tier("pack_topk", "second", lambda p: None, lambda i, w, o: "second", after="cute")
-        assert topk.PACK_TOPK.names() == ["first", "cute", "second", "torch"]
+        assert topk.OP.names() == ["first", "cute", "second", "torch"]
         assert dispatch.pack_topk(torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, 1)) == "first"
     finally:
         dispatch.remove_tier("router_gemm", "mine")
         for name in ("first", "second"):
-            if name in topk.PACK_TOPK.names():
+            if name in topk.OP.names():
                 dispatch.remove_tier("pack_topk", name)
-    assert router.ROUTER.names() == ["cute-mma", "cute-dot", "cublas", "torch"]
-    assert topk.PACK_TOPK.names() == ["cute", "torch"]
+    assert router.OP.names() == ["cute-mma", "cute-dot", "cublas", "torch"]
+    assert topk.OP.names() == ["cute", "torch"]
 
 
 def test_log_once_per_problem(monkeypatch, caplog, gen):
@@ -432,15 +427,15 @@ def test_a_missing_compiled_kernel_degrades_to_the_next_tier(monkeypatch, calls,
 
 def test_kernels_without_the_dsl_need_an_ahead_of_time_directory(monkeypatch):
     import cute_kernels.compile
+    from cute_kernels import keys
 
-    monkeypatch.setattr(environment, "_import_cute_kernels",
-                        lambda: (cute_kernels, "ImportError: no cutlass", None))
-    monkeypatch.setattr(cute_kernels.compile, "aot_dir", lambda: None, raising=False)
-    module, why = environment.cute_kernels_module()
-    assert module is None and why == ("the CuTe DSL is not importable (ImportError: no cutlass) and no "
-                                      "ahead-of-time kernel directory is set ($CUTE_KERNELS_AOT_DIR)")
+    monkeypatch.setattr(keys, "dsl_available", lambda: False)
+    monkeypatch.setattr(cute_kernels.compile, "aot_dir", lambda: None)
+    assert environment.kernels_unavailable() == (
+        "the CuTe DSL (nvidia-cutlass-dsl) is not installed and no ahead-of-time kernel directory is set "
+        "($CUTE_KERNELS_AOT_DIR)")
     monkeypatch.setattr(cute_kernels.compile, "aot_dir", lambda: "/opt/kernels")
-    assert environment.cute_kernels_module() == (cute_kernels, None)
+    assert environment.kernels_unavailable() is None
 
 
 def test_warmup_runs_every_tier_a_preset_can_pick(monkeypatch, calls):
@@ -532,7 +527,7 @@ def test_other_fast_paths_check_what_a_call_can_change(monkeypatch, calls, gen):
         torch.randn(8, 64, generator=gen).to(BF16)
     normed, logits = dispatch.norm_router_gemm(x, nw, g)
     assert calls[-1] == ("norm_router_gemm", None, 2)
-    want = spec.rmsnorm_router_gemm(x, nw, g)
+    want = spec.norm_router_gemm(x, nw, g)
     assert torch.equal(normed, want[0]) and torch.equal(logits, want[1])
     got = dispatch.norm_router_gemm(x, offset(nw), g)  # TMA cannot load a misaligned norm weight
     assert calls[-1] == ("norm_router_gemm", None, 2) and len(calls.raw) == 3

@@ -96,7 +96,7 @@ def test_norm_router_gemm_matches_spec(gate_dtype, m, gen):
     assert logits.dtype == FP32 and logits.shape == (m, 16)
     if m:
         assert rel_frobenius(logits, n @ gate.double().T) <= 1e-5
-    spec_normed, spec_logits = spec.rmsnorm_router_gemm(x, norm_w, gate, 1e-5, BF16)
+    spec_normed, spec_logits = spec.norm_router_gemm(x, norm_w, gate, 1e-5, BF16)
     normed_out, logits_out = torch.empty_like(x), torch.empty(m, 16, dtype=BF16)
     got = dispatch.norm_router_gemm(x, norm_w, gate, 1e-5, out_dtype=BF16, normed_out=normed_out,
                                     logits_out=logits_out)
@@ -360,8 +360,10 @@ def test_without_the_dsl_torch_tiers_run_with_one_warning(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(out["warnings"]) == 1, out["warnings"]
-    assert "the CuTe DSL is not importable (ModuleNotFoundError: " in out["warnings"][0]
-    assert "* torch: runs" in out["explain"] and "- cute-dot: skipped: the CuTe DSL is not importable" in out["explain"]
+    assert "the CuTe DSL (nvidia-cutlass-dsl) is not installed and no ahead-of-time kernel directory" in out[
+        "warnings"][0]
+    assert "* torch: runs" in out["explain"] and "- cute-dot: skipped: the CuTe DSL (nvidia-cutlass-dsl) is not" in out[
+        "explain"]
     assert out["error"] <= 1e-5
     assert out["packed"] == [[(3 << 16) | 0x3F00, (4 << 16) | 0x3E80]]
 
@@ -417,3 +419,35 @@ def test_warmup_without_a_gpu_has_nothing_to_warm():
     assert "nothing to warm" in str(summary)
     if not torch.cuda.is_available():
         assert dispatch.warmup(["deepseek-v3"]).device is None
+
+
+# -- inference only --------------------------------------------------------------------------------
+def _grad_calls(gen):
+    x = torch.randn(4, 64, generator=gen).to(BF16)
+    w = torch.randn(8, 64, generator=gen).to(BF16)
+    ids, weights = torch.randint(0, 8, (4, 2), generator=gen), torch.rand(4, 2, generator=gen)
+    return {
+        "router_gemm": (dispatch.router_gemm, (x, w)),
+        "norm_router_gemm": (dispatch.norm_router_gemm, (x, torch.ones(64, dtype=BF16), w)),
+        "silu_mul_quant_fp8": (dispatch.silu_mul_quant_fp8, (torch.randn(4, 256, generator=gen).to(BF16),)),
+        "pack_topk": (dispatch.pack_topk, (ids, weights)),
+    }
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("op", ["router_gemm", "norm_router_gemm", "silu_mul_quant_fp8", "pack_topk"])
+def test_an_input_that_requires_grad_is_refused_unless_grad_is_off(gen, op, compiled):
+    fn, args = _grad_calls(gen)[op]
+    floats = [i for i, a in enumerate(args) if a.is_floating_point()]
+    wanting = list(args)
+    wanting[floats[-1]] = args[floats[-1]].clone().requires_grad_()
+    call = torch.compile(fn, fullgraph=True, dynamic=False) if compiled else fn
+    for _ in range(2):  # the refusal holds for a cached problem too
+        with pytest.raises(RuntimeError, match=f"dispatch.{op} is an inference op .* torch.no_grad()"):
+            call(*wanting)
+    want = fn(*args)
+    for context in (torch.no_grad, torch.inference_mode):
+        with context():
+            got = call(*wanting)
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            assert torch.equal(g.float(), w.float()) and not g.requires_grad

@@ -1,4 +1,4 @@
-"""norm_router_gemm on the GPU against the float64 spec (``reference.rmsnorm_router_gemm``).
+"""norm_router_gemm on the GPU against the float64 spec (``reference.norm_router_gemm``).
 
 Tolerances (against the float64 result on the same inputs, computed here without rounding):
 - normed_x: within one ulp of its dtype. The kernel computes x * r * norm_weight in fp32
@@ -147,7 +147,7 @@ def test_nan_and_inf_propagate(gen):
     x[0, 5] = float("nan")
     x[1, 7] = float("inf")
     normed, logits = cute_kernels.norm_router_gemm(x, nw, gate)
-    want_n, want_l = cute_kernels.reference.rmsnorm_router_gemm(x, nw, gate)
+    want_n, want_l = cute_kernels.reference.norm_router_gemm(x, nw, gate)
     torch.cuda.synchronize()
     assert torch.equal(torch.isnan(normed), torch.isnan(want_n)) and torch.equal(torch.isnan(logits), torch.isnan(want_l))
     check(normed[2:], logits[2:], x[2:], nw, gate)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import cute_kernels
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import bridge, ops, presets, reference
 from helpers import run_on_busy_stream
 
@@ -151,7 +152,7 @@ def test_deterministic(variant, m, gen):
 def through_the_workspace(m):
     """DeepSeek-V3's tensor-core specialisation for M with its split reduced through the global
     workspace (the defaults reduce across a cluster)."""
-    kernel = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, 7168, 256, "mma", True)
+    kernel = router_tiling.pick("bfloat16", "bfloat16", "float32", None, m, 7168, 256, "mma", True)
     return dataclasses.replace(kernel, reduce="global")
 
 

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from cute_kernels import ops, presets
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
+from cute_kernels import presets
 
 _rng = random.Random(7)
 SHAPES = [(p.hidden_size, p.num_experts, p.gate_dtype) for p in presets.PRESETS.values()] + [
@@ -16,28 +17,29 @@ M_VALUES = [1, 2, 3, 5, 8, 13, 16, 31, 64, 127, 128, 256, 1000]
 
 
 def _fits(kernel, h):
-    return kernel.holds_share(h) and kernel.smem_bytes() <= ops.ROUTER_SMEM_BUDGET and _tma_aligned(kernel)
+    return kernel.holds_share(h) and kernel.smem_bytes() <= router_tiling.SMEM_BUDGET and _tma_aligned(kernel)
 
 
 def _tma_aligned(kernel):
-    """Every stage's TMA tiles start 128-byte aligned: the tiles before them are multiples of it."""
+    """Every stage's TMA tiles start 128-byte aligned: each TMA slot of the shared-memory plan is,
+    and so is its step from one stage to the next."""
     from cute_kernels.kernels.common import WIDTHS
-    from cute_kernels.kernels.router_gemm import TMA_ALIGN
+    from cute_kernels.kernels.router_gemm.config import TMA_ALIGN
 
-    tiles = [kernel.w_tile_bytes, kernel.k_tile * kernel.m_tile * WIDTHS[kernel.x_dtype] // 8]
     if hasattr(kernel, "norm_slot"):
         assert kernel.norm_slot >= kernel.k_tile
-        tiles.append(kernel.norm_slot * WIDTHS[kernel.norm_dtype] // 8)
-    return all(t % TMA_ALIGN == 0 for t in tiles)
+    tma = [s for s in kernel.smem_plan() if s.name in ("w", "x", "norm_w")]
+    return len(tma) == (3 if kernel.has_norm else 2) and all(
+        s.align % TMA_ALIGN == 0 and s.stride[-1] * WIDTHS[s.dtype] // 8 % TMA_ALIGN == 0 for s in tma)
 
 
 @pytest.mark.parametrize("h,e,w_dtype", SHAPES)
 def test_router_picks_hold_their_share(h, e, w_dtype):
     for m, x_dtype in itertools.product(M_VALUES, ("bfloat16", "float32")):
-        kernel = ops.router_gemm_kernel(x_dtype, w_dtype, "float32", None, m, h, e, "dot", True)
+        kernel = router_tiling.pick(x_dtype, w_dtype, "float32", None, m, h, e, "dot", True)
         assert _fits(kernel, h), kernel
-        if ops.mma_dtypes(x_dtype, w_dtype) and h <= ops.router_mma_max_h(w_dtype):
-            kernel = ops.router_gemm_kernel(x_dtype, w_dtype, "float32", None, m, h, e, "mma", True)
+        if router_tiling.mma_dtypes(x_dtype, w_dtype) and h <= router_tiling.mma_max_h(w_dtype):
+            kernel = router_tiling.pick(x_dtype, w_dtype, "float32", None, m, h, e, "mma", True)
             assert _fits(kernel, h), kernel
 
 
@@ -45,7 +47,7 @@ def test_router_picks_hold_their_share(h, e, w_dtype):
 def test_norm_router_picks_hold_their_share(h, e, w_dtype):
     for m, norm_dtype in itertools.product(M_VALUES, ("bfloat16", "float32")):
         try:
-            kernel = ops.norm_router_gemm_kernel("bfloat16", norm_dtype, w_dtype, "float32", m, h, e, True)
+            kernel = router_tiling.pick_norm("bfloat16", norm_dtype, w_dtype, "float32", m, h, e, True)
         except ValueError as err:  # only where even one token's x cannot stay resident
             assert "too large for the fused kernel" in str(err) and h > 16384
             continue
@@ -54,28 +56,23 @@ def test_norm_router_picks_hold_their_share(h, e, w_dtype):
 
 @pytest.mark.parametrize("w_dtype,limit", [("bfloat16", 32768), ("float16", 32768), ("float32", 16384)])
 def test_mma_limit(w_dtype, limit):
-    from dispatch import router
-
-    assert router.MMA_MAX_HIDDEN == ops.ROUTER_MMA_MAX_H
     x_dtype = "float16" if w_dtype == "float16" else "bfloat16"
-    h = ops.router_mma_max_h(w_dtype)
+    h = router_tiling.mma_max_h(w_dtype)
     assert h == limit
-    assert ops.router_gemm_variant(x_dtype, w_dtype, 64, h) == "mma"
-    assert ops.router_gemm_variant(x_dtype, w_dtype, 64, h + 8) == "dot"
+    assert router_tiling.variant_for(x_dtype, w_dtype, 64, h) == "mma"
+    assert router_tiling.variant_for(x_dtype, w_dtype, 64, h + 8) == "dot"
     for m in M_VALUES:
-        assert _fits(ops.router_gemm_kernel(x_dtype, w_dtype, "float32", None, m, h, 4096, "mma", True), h)
+        assert _fits(router_tiling.pick(x_dtype, w_dtype, "float32", None, m, h, 4096, "mma", True), h)
 
 
 def test_mma_dtypes():
-    from dispatch import router
-    from dispatch.torch_math import dtype_name
+    from cute_kernels.kernels.router_gemm import MMA_DTYPES
 
     names = {"bfloat16", "float16", "float32"}
-    assert {(x, w) for x in names for w in names if ops.mma_dtypes(x, w)} == {
-        (dtype_name(x), dtype_name(w)) for x, w in router.MMA_DTYPE_PAIRS}
-    assert ops.mma_dtypes("bfloat16", "float32") and ops.mma_dtypes("float16", "float16")
-    assert not ops.mma_dtypes("float16", "float32") and not ops.mma_dtypes("float32", "float32")
-    assert not ops.mma_dtypes("bfloat16", "float16")
+    assert {(x, w) for x in names for w in names if router_tiling.mma_dtypes(x, w)} == set(MMA_DTYPES)
+    assert router_tiling.mma_dtypes("bfloat16", "float32") and router_tiling.mma_dtypes("float16", "float16")
+    assert not router_tiling.mma_dtypes("float16", "float32") and not router_tiling.mma_dtypes("float32", "float32")
+    assert not router_tiling.mma_dtypes("bfloat16", "float16")
 
 
 def test_dot_runs_without_a_split_where_the_share_fits():
@@ -83,13 +80,13 @@ def test_dot_runs_without_a_split_where_the_share_fits():
     for name in ("deepseek-v3", "kimi-k2", "gpt-oss-120b", "minimax-m2", "qwen3-235b-a22b"):
         p = presets.get(name)
         for m in (1, 2, 4, 8):
-            kernel = ops.router_gemm_kernel("bfloat16", p.gate_dtype, "float32", None, m, p.hidden_size,
-                                            p.num_experts, "dot", True)
+            kernel = router_tiling.pick("bfloat16", p.gate_dtype, "float32", None, m, p.hidden_size,
+                                        p.num_experts, "dot", True)
             assert kernel.split_k == 1 and kernel.e_tile >= 2, (name, m, kernel)
 
 
 def test_a_config_that_reuses_stages_is_refused():
-    kernel = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 1, 7168, 256, "dot", True)
+    kernel = router_tiling.pick("bfloat16", "bfloat16", "float32", None, 1, 7168, 256, "dot", True)
     short = kernel.__class__(**{**kernel.__dict__, "stages": kernel.stages - 1})
     assert kernel.holds_share(7168) and not short.holds_share(7168)
 
@@ -98,12 +95,12 @@ def test_a_config_that_reuses_stages_is_refused():
 def test_split_reductions_stay_within_their_limits(h, e, w_dtype):
     """A global-reduce split never needs more counters than the workspace's fixed region; a
     cluster split stays a portable cluster size; the fused kernel splits across clusters only."""
-    from cute_kernels.kernels.router_gemm import WORKSPACE_COUNTERS
+    from cute_kernels.kernels.router_gemm.config import WORKSPACE_COUNTERS
 
     for m in M_VALUES + [5000]:
-        kernels = [ops.router_gemm_kernel("bfloat16", w_dtype, "float32", None, m, h, e, "dot", True)]
-        if ops.mma_dtypes("bfloat16", w_dtype) and h <= ops.router_mma_max_h(w_dtype):
-            kernels.append(ops.router_gemm_kernel("bfloat16", w_dtype, "float32", None, m, h, e, "mma", True))
+        kernels = [router_tiling.pick("bfloat16", w_dtype, "float32", None, m, h, e, "dot", True)]
+        if router_tiling.mma_dtypes("bfloat16", w_dtype) and h <= router_tiling.mma_max_h(w_dtype):
+            kernels.append(router_tiling.pick("bfloat16", w_dtype, "float32", None, m, h, e, "mma", True))
         for k in kernels:
             if k.uses_workspace:
                 assert k.output_tiles(m, e) <= WORKSPACE_COUNTERS, k
@@ -112,7 +109,7 @@ def test_split_reductions_stay_within_their_limits(h, e, w_dtype):
             else:
                 assert k.workspace_ints(m, e) == 0 and k.split_k <= 8, k
         try:
-            fused = ops.norm_router_gemm_kernel("bfloat16", "bfloat16", w_dtype, "float32", m, h, e, True)
+            fused = router_tiling.pick_norm("bfloat16", "bfloat16", w_dtype, "float32", m, h, e, True)
         except ValueError:
             continue
         assert not fused.uses_workspace, fused
@@ -124,7 +121,7 @@ def test_mma_splits_h_8_ways_across_a_cluster():
     for name in ("deepseek-v3", "kimi-k2", "gpt-oss-120b", "qwen3-235b-a22b"):
         p = presets.get(name)
         for m in (5, 8, 16, 17, 64, 65, 128, 256):
-            k = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, p.hidden_size, p.num_experts,
+            k = router_tiling.pick("bfloat16", "bfloat16", "float32", None, m, p.hidden_size, p.num_experts,
                                        "mma", True)
             assert k.uses_cluster and k.split_k == 8 and not k.uses_workspace, (name, m, k)
             assert k.e_tile == (32 if m <= 64 or p.num_experts < 256 else 16), (name, m, k)
@@ -133,7 +130,7 @@ def test_mma_splits_h_8_ways_across_a_cluster():
 
 def test_mma_split_never_leaves_a_cta_without_a_k_tile():
     for h in (8, 64, 128, 136, 256, 1000):
-        k = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 32, h, 64, "mma", True)
+        k = router_tiling.pick("bfloat16", "bfloat16", "float32", None, 32, h, 64, "mma", True)
         assert k.split_k == min(8, -(-h // k.k_tile)) and k.holds_share(h), (h, k)
 
 
@@ -159,14 +156,14 @@ def test_mma_warp_counts():
     for name, warps in expect.items():
         p = presets.get(name)
         for m in (5, 16, 64, 128):
-            k = ops.router_gemm_kernel("bfloat16", p.gate_dtype, "float32", None, m, p.hidden_size, p.num_experts,
+            k = router_tiling.pick("bfloat16", p.gate_dtype, "float32", None, m, p.hidden_size, p.num_experts,
                                        "mma", True)
             assert k.consumer_warps == warps, (name, m, k)
             if warps % 2:
-                assert k.k_tile * 2 % 128 == 64 and k.k_tiles_per_cta(p.hidden_size) >= ops.MMA_MIN_STEPS
-    fused = ops.norm_router_gemm_kernel("bfloat16", "bfloat16", "bfloat16", "float32", 16, 7168, 384, True)
+                assert k.k_tile * 2 % 128 == 64 and k.k_tiles_per_cta(p.hidden_size) >= router_tiling.MMA_MIN_STEPS
+    fused = router_tiling.pick_norm("bfloat16", "bfloat16", "bfloat16", "float32", 16, 7168, 384, True)
     assert fused.variant == "mma" and fused.consumer_warps == 7 and fused.norm_slot == 256  # 224 padded to 512 B
-    flash = ops.norm_router_gemm_kernel("bfloat16", "bfloat16", "bfloat16", "float32", 16, 4096, 256, True)
+    flash = router_tiling.pick_norm("bfloat16", "bfloat16", "bfloat16", "float32", 16, 4096, 256, True)
     assert flash.consumer_warps == 4  # the router's 5 measured slower in the fused kernel
     # Small H: no count leaves 3 k tiles per CTA, so the most k tiles (3 warps) first.
-    assert ops.mma_warps(512, "bfloat16")[:3] == [3, 5, 7]
+    assert router_tiling.mma_warps(512, "bfloat16")[:3] == [3, 5, 7]

@@ -18,7 +18,8 @@ import torch
 
 import dispatch
 from cute_kernels import presets
-from dispatch import environment, router, tiers, tuning
+from dispatch import environment, tiers, tuning
+from dispatch.ops import router_gemm as router
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "perf"))
 import sweep  # noqa: E402
@@ -79,7 +80,7 @@ def use_table(monkeypatch, path):
 def router_tier(h, e, w_dtype, m):
     p = router.RouterProblem(torch.device("cuda", 0), torch.bfloat16, w_dtype, None, torch.float32, h,
                              torch.Size([e, h]), True)
-    return router.ROUTER.explain(p, m).tier
+    return router.OP.explain(p, m).tier
 
 
 # -- the shipped table ---------------------------------------------------------------------------
@@ -117,7 +118,7 @@ def test_a_null_window_means_never(monkeypatch, tmp_path):
         assert [router_tier(64, 8, torch.bfloat16, m) for m in (0, 3, 4, 10**6)] == ["cute-dot"] * 2 + ["cublas"] * 2
         p = router.RouterProblem(torch.device("cuda", 0), torch.bfloat16, torch.bfloat16, None, torch.float32, 64,
                                  torch.Size([8, 64]), True)
-        assert dict(router.ROUTER.explain(p, 1).steps)["cute-mma"] == (
+        assert dict(router.OP.explain(p, 1).steps)["cute-mma"] == (
             "skipped: the tuning table never runs it for this problem")
     finally:
         dispatch.clear_cache()

@@ -1,49 +1,47 @@
-"""Device and host helpers shared by every kernel: dtype names, fake tensors, PDL."""
+"""What every kernel family's configuration shares, without the DSL or torch: dtype widths, the
+32-bit index limit, and the shared-memory plan that both the host's budget check and the
+kernel's allocation read."""
 
-from .dsl import cute, cutlass
+from __future__ import annotations
 
-# Kernel configs name dtypes by these strings (torch's spelling) so compile keys stay plain data.
-DTYPES = {
-    "bfloat16": cutlass.BFloat16,
-    "float16": cutlass.Float16,
-    "float32": cutlass.Float32,
-    "int32": cutlass.Int32,
-    "int64": cutlass.Int64,
-    "float8_e4m3fn": cutlass.Float8E4M3FN,
-    "uint8": cutlass.Uint8,
-}
+from typing import NamedTuple
 
-
-# Bits per element, known without the DSL: configs derive tile sizes (compile keys) from them.
+# Configs name dtypes by torch's spelling, so compile keys stay plain data.
 WIDTHS = {"bfloat16": 16, "float16": 16, "float32": 32, "int32": 32, "int64": 64, "float8_e4m3fn": 8, "uint8": 8}
+FLOATS = ("bfloat16", "float16", "float32")
+MAX_ELEMENTS = 2**31 - 1  # kernels index with 32-bit integers
+WARP = 32
+H100_SMS = 132  # the SM count tilings are chosen for when no GPU says otherwise (an H100 SXM)
 
 
-def dtype(name: str):
-    """The cutlass numeric type for a dtype name of ``DTYPES``."""
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unsupported dtype {name!r}; expected one of {sorted(DTYPES)}") from None
+class Slot(NamedTuple):
+    """One shared-memory allocation: ``shape`` elements of ``dtype`` laid out with ``stride``,
+    at an address aligned to ``align`` bytes (at least the element size)."""
+
+    name: str
+    dtype: str
+    shape: tuple
+    stride: tuple
+    align: int
+
+    @property
+    def bytes(self) -> int:
+        span = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
+        return span * WIDTHS[self.dtype] // 8
 
 
-def fake_tensor(dtype_name: str, shape, stride, align_bytes: int = 16):
-    """A compile-time stand-in for a global-memory tensor; ``shape``/``stride`` entries may be
-    ``cute.sym_int()`` so one compiled function serves every runtime size."""
-    return cute.runtime.make_fake_tensor(dtype(dtype_name), shape, stride=stride, assumed_align=align_bytes)
+def plan_bytes(plan: list[Slot]) -> int:
+    """The bytes a plan takes when allocated in order, each slot at its alignment."""
+    end = 0
+    for slot in plan:
+        align = max(slot.align, WIDTHS[slot.dtype] // 8)
+        end = -(-end // align) * align + slot.bytes
+    return end
 
 
-def fake_stream():
-    """The launch stream, taken at call time from the caller's current (torch) stream."""
-    return cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
-
-
-def pdl_enter(pdl: bool):
-    """Programmatic dependent launch, at the point a kernel first reads what the previous kernel
-    wrote: wait for that grid, then let the next kernel in the stream start its prologue.
-
-    The next kernel's own ``griddepcontrol.wait`` still waits for this grid to finish and flush,
-    so releasing dependents early is safe; it only overlaps their launch with our work.
-    """
-    if pdl:  # a Python bool: traced inline into the calling kernel
-        cute.arch.griddepcontrol_wait()
-        cute.arch.griddepcontrol_launch_dependents()
+def pow2_dividing(n: int, cap: int) -> int:
+    """The largest power of two <= ``cap`` dividing ``n``."""
+    v = cap
+    while n % v:
+        v //= 2
+    return v

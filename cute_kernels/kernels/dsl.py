@@ -1,39 +1,59 @@
-"""The CuTe DSL names the kernel modules use, or inert stand-ins where it is not installed.
+"""Device-side helpers every kernel implementation shares: dtype names to DSL types, fake
+compile-time arguments, programmatic dependent launch, and allocating a shared-memory plan.
 
-A deployment that runs ahead-of-time compiled kernels has no DSL, yet it imports the kernel
-classes: their dataclass fields are the compile keys. Without the DSL every name used at import
-time (decorators, annotations, module constants) resolves to a placeholder, and nothing here
-can compile; ``cute_kernels.compile`` says so before it would try.
+Only implementation modules (``<family>/kernel.py``) import this, and only the compile path
+imports those: configurations and everything a call needs at run time import no DSL.
 """
 
-try:
-    import cutlass
-    import cutlass.cute as cute
-    from cutlass._mlir.dialects import llvm
-    from cutlass.cute.nvgpu import cpasync
-    from cutlass.cutlass_dsl import T, dsl_user_op
-except ImportError:
+import cutlass
+import cutlass.cute as cute
+from cutlass.memory import SmemAllocator
 
-    class _Absent:
-        """Attributes, subscripts and calls give placeholders; decorating gives the function back."""
+DTYPES = {
+    "bfloat16": cutlass.BFloat16,
+    "float16": cutlass.Float16,
+    "float32": cutlass.Float32,
+    "int32": cutlass.Int32,
+    "int64": cutlass.Int64,
+    "float8_e4m3fn": cutlass.Float8E4M3FN,
+    "uint8": cutlass.Uint8,
+}
 
-        def __init__(self, name: str):
-            self._name = name
 
-        def __getattr__(self, attr):
-            return _Absent(f"{self._name}.{attr}")
+def dtype(name: str):
+    """The cutlass numeric type for a dtype name of ``DTYPES``."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unsupported dtype {name!r}; expected one of {sorted(DTYPES)}") from None
 
-        def __getitem__(self, item):
-            return self
 
-        def __call__(self, *args, **kwargs):
-            if len(args) == 1 and not kwargs and callable(args[0]):
-                return args[0]
-            return self
+def fake_tensor(dtype_name: str, shape, stride, align_bytes: int = 16):
+    """A compile-time stand-in for a global-memory tensor; ``shape``/``stride`` entries may be
+    ``cute.sym_int()`` so one compiled function serves every runtime size."""
+    return cute.runtime.make_fake_tensor(dtype(dtype_name), shape, stride=stride, assumed_align=align_bytes)
 
-        def __repr__(self):
-            return f"<{self._name}: the CuTe DSL (nvidia-cutlass-dsl) is not installed>"
 
-    cutlass = _Absent("cutlass")
-    cute, cpasync = cutlass.cute, cutlass.cute.nvgpu.cpasync
-    llvm, T, dsl_user_op = cutlass._mlir.dialects.llvm, cutlass.cutlass_dsl.T, cutlass.cutlass_dsl.dsl_user_op
+def fake_stream():
+    """The launch stream, taken at call time from the caller's current (torch) stream."""
+    return cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
+
+
+def pdl_enter(pdl: bool):
+    """Programmatic dependent launch, at the point a kernel first reads what the previous kernel
+    wrote: wait for that grid, then let the next kernel in the stream start its prologue.
+
+    The next kernel's own ``griddepcontrol.wait`` still waits for this grid to finish and flush,
+    so releasing dependents early is safe; it only overlaps their launch with our work.
+    """
+    if pdl:  # a Python bool: traced inline into the calling kernel
+        cute.arch.griddepcontrol_wait()
+        cute.arch.griddepcontrol_launch_dependents()
+
+
+def allocate(plan) -> dict:
+    """Allocates a configuration's shared-memory plan (``common.Slot`` list) in its order:
+    name -> tensor. The host sized the launch and checked the budget from the same plan."""
+    smem = SmemAllocator()
+    return {slot.name: smem.allocate_tensor(dtype(slot.dtype), cute.make_layout(slot.shape, stride=slot.stride),
+                                            slot.align) for slot in plan}

@@ -1,28 +1,18 @@
-"""Top-k id/weight packing: out[t, j] = (ids[t, j] << 16) | bits(bf16(weights[t, j])), int32.
+"""The top-k packing kernel. The three [T, k] tensors are contiguous, so it walks them as one
+flat array of T * k elements; each thread owns ``vec`` consecutive elements and moves them with
+one vector load/store per tensor (16 bytes for int32/fp32 at vec = 4, two at vec = 8). ``vec``
+divides k, so it divides T * k for every T, and every group of ``vec`` starts aligned."""
 
-A pure streaming kernel. The three [T, k] tensors are contiguous, so the kernel walks them as
-one flat array of T * k elements; each thread owns ``vec`` consecutive elements and moves them
-with one vector load/store per tensor (16 bytes for int32/fp32 at vec = 4, two at vec = 8).
-``vec`` divides k, so it divides T * k for every T, and every group of ``vec`` starts aligned.
-"""
+import cutlass
+import cutlass.cute as cute
 
-from dataclasses import dataclass
-
-from .common import dtype, fake_stream, fake_tensor, pdl_enter
-from .dsl import cute, cutlass
+from ..dsl import dtype, fake_stream, fake_tensor, pdl_enter
+from .config import PackTopk
 
 Int32, Uint16 = cutlass.Int32, cutlass.Uint16
 
 
-@dataclass(frozen=True)
-class TopkPack:
-    ids_dtype: str  # "int32" | "int64"
-    weights_dtype: str  # "float32" | "bfloat16"
-    k: int
-    vec: int  # elements per thread; a power of two dividing k
-    pdl: bool
-    threads: int = 64  # small CTAs spread a small T over more SMs (measured: perf/NOTES.md)
-
+class PackTopkKernel(PackTopk):
     def fake_args(self):
         t = cute.sym_int()
         shape, stride = (t, self.k), (self.k, 1)
@@ -63,3 +53,6 @@ class TopkPack:
             for j in cutlass.range_constexpr(self.vec):
                 r_out[j] = (r_ids[j] << 16) | r_bits[j]
             v_out[(None, i)].store(r_out.load())
+
+
+KERNELS = {PackTopk: PackTopkKernel}

@@ -1,21 +1,23 @@
-"""SiLU(gate) * up, quantised to float8_e4m3fn with one fp32 scale per group of columns.
-
-x [T, 2H] = [gate | up] (bf16/fp16) -> q [T, H] e4m3 and scales [T, H / G] fp32, row-major or
-with strides (1, T) ("col"). A streaming kernel: each thread owns 8 consecutive columns of one
-row, so it reads 16 bytes of gate and 16 bytes of up and writes 8 bytes of q. Threads are
-numbered flat over (row, column chunk): thread i handles q's 8-element chunk i. One group is
-G / 8 (8 or 16) consecutive threads, always aligned inside a warp because H / 8 is a multiple
-of G / 8, so a butterfly shuffle over those lanes gives every thread the group's amax.
+"""The SiLU * Mul + FP8 group quantisation kernel. A streaming kernel: each thread owns 8
+consecutive columns of one row, so it reads 16 bytes of gate and 16 bytes of up and writes 8
+bytes of q. Threads are numbered flat over (row, column chunk): thread i handles q's 8-element
+chunk i. One group is G / 8 (8 or 16) consecutive threads, always aligned inside a warp because
+H / 8 is a multiple of G / 8, so a butterfly shuffle over those lanes gives every thread the
+group's amax.
 
 |y| is reduced as integer bits: for non-negative floats the bit order is the value order and
 any NaN sorts above inf, so the max propagates NaN exactly like the spec.
 """
 
 import struct
-from dataclasses import dataclass
 
-from .common import fake_stream, fake_tensor, pdl_enter
-from .dsl import T, cute, cutlass, dsl_user_op, llvm
+import cutlass
+import cutlass.cute as cute
+from cutlass._mlir.dialects import llvm
+from cutlass.cutlass_dsl import T, dsl_user_op
+
+from ..dsl import fake_stream, fake_tensor, pdl_enter
+from .config import SiluMulQuantFp8
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
@@ -27,31 +29,7 @@ MANT_MASK = 0x007FFFFF
 EXP_ONE = 0x00800000  # one unit of the exponent field
 
 
-@dataclass(frozen=True)
-class SiluMulQuantFp8:
-    x_dtype: str  # "bfloat16" | "float16"
-    hidden: int  # H; x is [T, 2H]
-    group_size: int  # 64 | 128
-    ue8m0: bool
-    has_scale_ub: bool
-    scale_layout: str  # "row" | "col"
-    pdl: bool
-    threads: int = 128  # measured on the H100: 2-3% faster than 256 at every T, 512 slower
-
-    @property
-    def exact_division(self) -> bool:
-        """True fp32 divisions, as the spec writes them, only where the result must be
-        bit-exact: power-of-two (ue8m0) scales. Otherwise an approximate reciprocal (1 ulp)
-        for the SiLU denominator and one reciprocal of the scale per chunk: IEEE divisions are
-        ~10 instructions each, and at two per element they made the kernel issue-bound (H100,
-        T = 4096: 17.3 -> 15.7 us). Scales stay within 3e-7 relative of the spec's and q
-        within one e4m3 step."""
-        return self.ue8m0
-
-    @property
-    def groups(self) -> int:
-        return self.hidden // self.group_size
-
+class SiluMulQuantFp8Kernel(SiluMulQuantFp8):
     def fake_args(self):
         t = cute.sym_int()
         h, g = self.hidden, self.groups
@@ -185,3 +163,6 @@ def add_rn(a: Float32, b: Float32, *, loc=None, ip=None) -> Float32:
     return Float32(llvm.inline_asm(T.f32(), [Float32(a).ir_value(loc=loc, ip=ip), Float32(b).ir_value(loc=loc, ip=ip)],
                                    "add.rn.f32 $0, $1, $2;", "=f,f,f", has_side_effects=False,
                                    is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT, loc=loc, ip=ip))
+
+
+KERNELS = {SiluMulQuantFp8: SiluMulQuantFp8Kernel}
