@@ -263,7 +263,7 @@ def route(logits, routing, correction_bias=None):
        are kept and only their experts can be chosen: the others are never chosen, whatever
        their values (selection runs over the kept experts; nothing is masked by a fill value).
     5. ids = the k best experts by c among those allowed (all E when G = 1), best first.
-    6. Weights w [k]: s[ids], the unbiased scores; for topk_softmax the softmax of 1 (max
+    6. Weights w [k]: s[ids], the unbiased scores; for topk_softmax the softmax of step 1 (max
        subtracted) over the k chosen logits l[ids]; for topk_sigmoid sigmoid(l[ids]).
        renormalize: w = w / sum(w). Last, always: w = w * scaling (scaling rounded to fp32;
        exact for 1.0).
