@@ -281,14 +281,15 @@ def test_random_configurations(gen):
     assert group_ties <= rows // 10, f"{group_ties} of {rows} rows had a group near tie"
 
 
-@pytest.mark.parametrize("scoring", SCORINGS)
-@pytest.mark.parametrize("E,k,G,tg", [
+EDGE_SHAPES = [  # (E, top_k, n_group, topk_group)
     (1, 1, 1, 1), (2, 2, 1, 1), (32, 32, 1, 1), (33, 32, 1, 1), (33, 1, 1, 1), (100, 32, 10, 4),
-    (8, 8, 4, 4), (6, 6, 3, 3), (896, 16, 1, 1), (96, 32, 3, 1), (160, 7, 8, 3), (256, 8, 8, 4)])
+    (8, 8, 4, 4), (6, 6, 3, 3), (896, 16, 1, 1), (96, 32, 3, 1), (160, 7, 8, 3), (256, 8, 8, 4)]
+
+
+@pytest.mark.parametrize("scoring,E,k,G,tg", [
+    (sc, *shape) for sc in SCORINGS for shape in EDGE_SHAPES if shape[2] == 1 or not sc.startswith("topk_")])
 @pytest.mark.parametrize("renormalize", [False, True])
 def test_edge_shapes(gen, scoring, E, k, G, tg, renormalize):
-    if scoring.startswith("topk_") and G > 1:
-        pytest.skip("topk_* scorings take no groups")
     bias = not scoring.startswith("topk_")
     cfg = RoutingConfig(scoring, k, n_group=G, topk_group=tg, renormalize=renormalize, scaling=2.5,
                         correction_bias=bias)
