@@ -205,3 +205,156 @@ def unpack_topk(packed):
     lo = packed & 0xFFFF
     lo = torch.where(lo >= 2**15, lo - 2**16, lo)  # reinterpret as int16 without overflow
     return ids, lo.to(torch.int16).view(_BF16)
+
+
+# ---------------------------------------------------------------- routing: scores and top-k
+
+from .routing import RoutingConfig  # noqa: E402  (plain Python, no torch)
+
+__all__ += ["route", "router_topk", "norm_router_topk"]
+
+
+def _rank(values):
+    """Indices ordering the last dim of ``values`` best first: larger values first, NaN below
+    every number (-inf included), equal values (and NaNs among themselves) by lower index;
+    -0.0 equals +0.0. Two stable ascending sorts, so nothing rests on torch.topk's tie order."""
+    nan = values.isnan()
+    key = torch.where(nan, torch.full_like(values, float("-inf")), values)
+    order = torch.sort(-key, dim=-1, stable=True).indices
+    nan_last = torch.sort(nan.gather(-1, order).to(torch.uint8), dim=-1, stable=True).indices
+    return order.gather(-1, nan_last)
+
+
+def _softmax_rows(v):
+    """exp(v - max(v)) / sum(exp(v - max(v))) over the last dim, in fp32."""
+    e = torch.exp(v - v.amax(dim=-1, keepdim=True))
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def _check_routing(routing):
+    _require(isinstance(routing, RoutingConfig), "routing",
+             f"expected a RoutingConfig, got {type(routing).__name__}", TypeError)
+
+
+def route(logits, routing, correction_bias=None):
+    """Top-k routing of router logits: ``(weights fp32 [M, k], ids int32 [M, k])``, k = top_k.
+
+    logits [M, E] fp32; ``routing`` a RoutingConfig valid for E experts (``routing.check(E)``);
+    ``correction_bias`` fp32 [E], given exactly when ``routing.correction_bias``. Rows are
+    independent. In fp32, each torch op rounding once, per row l = logits[m]:
+
+    1. Scores s [E]:
+         softmax        s = exp(l - max(l)) / sum(exp(l - max(l)))   max subtracted: huge and
+                                                                     tiny logits are stable
+         sigmoid        s = sigmoid(l) = 1 / (1 + exp(-l))           (torch.sigmoid)
+         sqrt_softplus  s = sqrt(max(l, 0) + log1p(exp(-|l|)))       a softplus that cannot overflow
+         topk_softmax, topk_sigmoid   s = l                          the logits choose (see 6)
+    2. Choice values c = s + correction_bias (one fp32 add), else c = s. The bias only chooses.
+    3. Order: every ranking below puts larger values first; NaN ranks below every number, -inf
+       included; equal values, and NaNs among themselves, go by lower index (of the expert, or
+       of the group); -0.0 equals +0.0. It is a total order: the result is fully determined.
+    4. Groups, when n_group = G > 1: experts g*S .. g*S+S-1 (S = E / G) form group g, whose
+       score is the fp32 sum of its two best c (NaN when either is). The topk_group best groups
+       are kept and only their experts can be chosen: the others are never chosen, whatever
+       their values (selection runs over the kept experts; nothing is masked by a fill value).
+    5. ids = the k best experts by c among those allowed (all E when G = 1), best first.
+    6. Weights w [k]: s[ids], the unbiased scores; for topk_softmax the softmax of step 1 (max
+       subtracted) over the k chosen logits l[ids]; for topk_sigmoid sigmoid(l[ids]).
+       renormalize: w = w / sum(w). Last, always: w = w * scaling (scaling rounded to fp32;
+       exact for 1.0).
+    7. A row with a NaN logit gets NaN for all k weights. Its ids still follow 3-5: for
+       softmax every score is NaN, so they are 0, 1, .., k-1 (all groups tie, groups 0 ..
+       topk_group-1 are kept and hold experts 0 .. topk_group*S-1, at least k); for the other
+       scorings only the NaN logits' experts have NaN choice values, and they are chosen, in
+       index order, only when fewer than k allowed experts have numbers. An expert with a NaN
+       correction bias likewise ranks last in every row (its weights never see the bias).
+
+    Other special values follow the formulas: softmax of a row holding +inf, or of a row of
+    only -inf, is NaN everywhere (inf - inf), so that row too gets ids 0 .. k-1 and NaN
+    weights; otherwise a -inf logit scores 0 and +inf scores 1 (sigmoid) or inf
+    (sqrt_softplus). renormalize divides as written: a zero sum gives NaN (0 / 0), an inf sum
+    NaN for the inf weights and 0 for the others. Whatever the input, ids are k distinct
+    experts in [0, E).
+
+    Rounding: the two sums (softmax's over E, renormalize's over k) are fp32 in unspecified
+    order, and exp / sigmoid / log1p are torch's: another implementation may differ by a few
+    ulps (a sum of n positive terms by at most (n - 1) * 2**-24 relative). Its ids can differ
+    only where two choice values lie within those ulps of each other; values that are equal
+    (equal logits, or scores rounding to the same fp32, e.g. sigmoid(17) == sigmoid(30) == 1)
+    tie and go by index, always.
+
+    The packed form of the result is ``pack_topk(ids, weights)`` (needs E < 32768).
+    """
+    _check(logits, "logits", 2, (_FP32,))
+    _check_routing(routing)
+    M, E = logits.shape
+    routing.check(E)
+    if routing.correction_bias:
+        _require(correction_bias is not None, "correction_bias", "required: routing.correction_bias is True")
+        _check(correction_bias, "correction_bias", 1, (_FP32,))
+        _require(correction_bias.shape[0] == E, "correction_bias",
+                 f"length {correction_bias.shape[0]} != number of experts {E}")
+    else:
+        _require(correction_bias is None, "correction_bias", "given, but routing.correction_bias is False")
+    k, scoring = routing.top_k, routing.scoring
+
+    if scoring == "softmax":
+        scores = _softmax_rows(logits)
+    elif scoring == "sigmoid":
+        scores = torch.sigmoid(logits)
+    elif scoring == "sqrt_softplus":
+        scores = torch.sqrt(logits.clamp_min(0.0) + torch.log1p(torch.exp(-logits.abs())))
+    else:  # topk_softmax, topk_sigmoid
+        scores = logits
+    choice = scores if correction_bias is None else scores + correction_bias
+
+    if routing.n_group > 1:
+        G = routing.n_group
+        S = E // G
+        grouped = choice.reshape(M, G, S)
+        top2 = grouped.gather(2, _rank(grouped)[..., :2])
+        group_scores = top2[..., 0] + top2[..., 1]
+        kept = _rank(group_scores)[:, :routing.topk_group].sort(dim=1).values  # ascending groups
+        allowed = (kept.unsqueeze(2) * S + torch.arange(S, device=logits.device)).reshape(M, routing.topk_group * S)
+        ids = allowed.gather(1, _rank(choice.gather(1, allowed))[:, :k])
+    else:
+        ids = _rank(choice)[:, :k]
+
+    if scoring == "topk_softmax":
+        weights = _softmax_rows(logits.gather(1, ids))
+    elif scoring == "topk_sigmoid":
+        weights = torch.sigmoid(logits.gather(1, ids))
+    else:
+        weights = scores.gather(1, ids)
+    if routing.renormalize:
+        weights = weights / weights.sum(dim=1, keepdim=True)
+    weights = weights * torch.tensor(routing.scaling, dtype=_FP32, device=logits.device)
+    nan_rows = logits.isnan().any(dim=1, keepdim=True)
+    weights = torch.where(nan_rows, torch.full_like(weights, float("nan")), weights)
+    return weights.contiguous(), ids.to(torch.int32).contiguous()
+
+
+def router_topk(x, weight, bias=None, *, routing, correction_bias=None):
+    """The router GEMM fused with scoring and top-k: ``(weights fp32 [M, k], ids int32 [M, k])``.
+
+    Exactly ``route(router_gemm(x, weight, bias, out_dtype=torch.float32), routing,
+    correction_bias)``: the logits are computed in float64 and rounded once to fp32 (see
+    ``router_gemm``), then routed. ``bias`` is the gate's own bias, part of the logits
+    (gpt-oss); ``correction_bias`` only chooses (see ``route``). Packed: ``pack_topk(ids, weights)``.
+    """
+    _check_routing(routing)
+    return route(router_gemm(x, weight, bias, out_dtype=_FP32), routing, correction_bias)
+
+
+def norm_router_topk(x, norm_weight, gate_weight, eps=1e-6, *, routing, correction_bias=None):
+    """RMSNorm, router GEMM, scoring and top-k fused: ``(normed_x, weights fp32 [M, k], ids int32 [M, k])``.
+
+    ``normed_x, logits = rmsnorm_router_gemm(x, norm_weight, gate_weight, eps,
+    out_dtype=torch.float32)`` (normed_x rounded once to x.dtype; the fp32 logits rounded once
+    from the unrounded float64 product), then ``weights, ids = route(logits, routing,
+    correction_bias)``. Packed: ``pack_topk(ids, weights)``.
+    """
+    _check_routing(routing)
+    normed, logits = rmsnorm_router_gemm(x, norm_weight, gate_weight, eps, out_dtype=_FP32)
+    weights, ids = route(logits, routing, correction_bias)
+    return normed, weights, ids
