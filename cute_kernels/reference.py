@@ -349,12 +349,12 @@ def router_topk(x, weight, bias=None, *, routing, correction_bias=None):
 def norm_router_topk(x, norm_weight, gate_weight, eps=1e-6, *, routing, correction_bias=None):
     """RMSNorm, router GEMM, scoring and top-k fused: ``(normed_x, weights fp32 [M, k], ids int32 [M, k])``.
 
-    ``normed_x, logits = rmsnorm_router_gemm(x, norm_weight, gate_weight, eps,
+    ``normed_x, logits = norm_router_gemm(x, norm_weight, gate_weight, eps,
     out_dtype=torch.float32)`` (normed_x rounded once to x.dtype; the fp32 logits rounded once
     from the unrounded float64 product), then ``weights, ids = route(logits, routing,
     correction_bias)``. Packed: ``pack_topk(ids, weights)``.
     """
     _check_routing(routing)
-    normed, logits = rmsnorm_router_gemm(x, norm_weight, gate_weight, eps, out_dtype=_FP32)
+    normed, logits = norm_router_gemm(x, norm_weight, gate_weight, eps, out_dtype=_FP32)
     weights, ids = route(logits, routing, correction_bias)
     return normed, weights, ids

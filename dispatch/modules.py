@@ -83,7 +83,7 @@ class NormGateLinear(nn.Module):
     """RMSNorm fused with the gate: ``forward(x) -> (normed_x, logits)``.
 
     normed_x is x's dtype (what the experts read), logits ``out_dtype`` from the unrounded normed
-    rows (``cute_kernels.reference.rmsnorm_router_gemm``)."""
+    rows (``cute_kernels.reference.norm_router_gemm``)."""
 
     def __init__(self, hidden_size: int, num_experts: int, eps: float = 1e-6,
                  params_dtype: torch.dtype = torch.bfloat16, gate_dtype: torch.dtype = torch.bfloat16,
