@@ -4,15 +4,13 @@ and r + 1 that one quarter-warp's 16-byte fragment loads touch fall on the same 
 banks (a 2-way conflict on every load); with an odd warp count the row is an odd multiple of
 64 bytes and the two rows fall on disjoint banks. Every config is checked against the float64
 product (spec for the fused kernel) first; cold and hot, PDL on; "*" marks the heuristic's pick.
-    python perf/results/h100/experiments/warp_count_probe.py          # timings
-    python perf/results/h100/experiments/warp_count_probe.py --ncu    # one launch each, for ncu
+    python -m perf.probes.warp_count_probe          # timings
+    python -m perf.probes.warp_count_probe --ncu    # one launch each, for ncu
 """
-import dataclasses, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, sys
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
 from cute_kernels import ops, reference, timing
 
 dev = torch.device("cuda")

@@ -1,6 +1,7 @@
-"""Temporary probe: cold time of explicit router / fused-norm configs beside the heuristic's."""
-import dataclasses, itertools, sys, pathlib
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+"""Temporary probe: cold time of explicit router / fused-norm configs beside the heuristic's.
+    python -m perf.probes.router_configs_probe
+"""
+import dataclasses, itertools
 import torch
 import cute_kernels
 from cute_kernels import bridge, ops, timing

@@ -4,14 +4,12 @@ share of x only after the grid-dependency wait, so a split cuts the bytes on tha
 (DeepSeek-V3 M = 4: 57 KB of x per CTA unsplit). Plain router presets at M = 1-32 and the fused
 DeepSeek-V4-Pro norm-router at M = 1-4, cold and hot, PDL on, each config checked against the
 float64 spec first.
-    python perf/results/h100/experiments/dot_split_probe.py
+    python -m perf.probes.dot_split_probe
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
 from cute_kernels import ops, reference, timing
 
 dev = torch.device("cuda")

@@ -1,10 +1,7 @@
 """Probe: the fused RMSNorm + router on its dot against its tensor-core variant at small M
 (DeepSeek-V4-Pro, bf16), cold and hot, PDL on, each checked against the float64 spec first.
-    python perf/results/h100/experiments/norm_variant_probe.py
+    python -m perf.probes.norm_variant_probe
 """
-import pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
 import torch
 import cute_kernels
 from cute_kernels import ops, presets, reference, timing

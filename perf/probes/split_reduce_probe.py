@@ -1,14 +1,12 @@
 """Probe: the tensor-core router with its H split reduced across a cluster (DSMEM) or through a
 global workspace (last CTA to arrive sums), cold and hot, PDL on, with each config's error
 against the float64 product checked first.
-    python perf/results/h100/experiments/split_reduce_probe.py
+    python -m perf.probes.split_reduce_probe
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
 from cute_kernels import ops, timing
 
 dev = torch.device("cuda")

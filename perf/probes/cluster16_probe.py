@@ -1,12 +1,10 @@
 """Probe: the tensor-core router and fused norm-router with H split 16 ways across a (non-portable)
 cluster of 16 CTAs against the heuristic's 8: twice the CTAs, each streaming half the weights.
 Cold and hot, PDL on, each config checked against the float64 spec first.
-    python perf/results/h100/experiments/cluster16_probe.py  (needs RouterGemm to accept split_k = 16
+    python -m perf.probes.cluster16_probe  (needs RouterGemm to accept split_k = 16
     across a cluster, as at the commit that added this probe)
 """
-import dataclasses, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses
 import torch
 import cute_kernels
 from cute_kernels import ops, reference, timing

@@ -3,14 +3,12 @@ the dot and tensor-core variants with no split (where a CTA's share fits), and s
 through a cluster or the global workspace, cold and hot, PDL on; each config's error against
 the float64 product checked first. ``--ncu`` instead launches a few configs once each inside an
 NVTX range "probe" for Nsight Compute.
-    python perf/results/h100/experiments/split_cost_probe.py
+    python -m perf.probes.split_cost_probe
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools, sys
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
 from cute_kernels import ops
 
 dev = torch.device("cuda")

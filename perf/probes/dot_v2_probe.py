@@ -2,14 +2,12 @@
 (round 1 ran against the kernel of that day, whose stages could be reused; configs whose share of H
 does not fit are now left out).
 Compiles every config first with one process per core (cute_kernels.aot), then times them.
-    python perf/results/h100/experiments/dot_v2_probe.py OUT_DIR [--round2 | --round3]
+    python -m perf.probes.dot_v2_probe OUT_DIR [--round2 | --round3]
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools, sys
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
 from cute_kernels import bridge, ops, timing
 from cute_kernels.kernels.router_gemm import RouterGemm
 

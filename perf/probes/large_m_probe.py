@@ -3,17 +3,15 @@ Kimi-K2 and gpt-oss-120b (M = 128) and gpt-oss-120b M = 1 (dot, bias): the heuri
 8-way cluster splits over expert tiles 16-64, token tiles 16-64 and 4 or 8 consumer warps, cold
 and hot, PDL on, each checked against the float64 product first. ``--ncu`` instead launches a
 few configs once each inside an NVTX range "probe" for Nsight Compute:
-    python perf/results/h100/experiments/large_m_probe.py
+    python -m perf.probes.large_m_probe
     ncu --clock-control none --set full --nvtx --nvtx-include "probe/" -k regex:kernel_cutlass \
-        -o large_m python perf/results/h100/experiments/large_m_probe.py --ncu
+        -o large_m python -m perf.probes.large_m_probe --ncu
 then ncu_csv_summary.py over the report's CSV pages.
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools, sys
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
 from cute_kernels import ops
 
 dev = torch.device("cuda")

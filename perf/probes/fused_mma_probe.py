@@ -1,11 +1,9 @@
 """Probe: the fused norm-router's tensor-core variant with 4 or 8 consumer warps and 16- or
 32-expert tiles (DeepSeek-V4-Pro, M = 4, 8, 16), beside the plain router's tensor-core pick on
 DeepSeek-V3 M = 16; cold and hot, PDL on, each config checked against the float64 spec first.
-    python perf/results/h100/experiments/fused_mma_probe.py
+    python -m perf.probes.fused_mma_probe
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools
 import torch
 import cute_kernels
 from cute_kernels import ops, reference, timing

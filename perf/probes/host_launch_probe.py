@@ -4,11 +4,9 @@ with 0 or 2 TMA descriptors built by the host function, with PDL, with an 8-CTA 
 them a TVM-FFI no-op with the same tensors, the project's own compiled functions, an allocation
 and a bare torch launch. Each figure: us per call over 2000 back-to-back calls and one sync;
 three interleaved rounds, median.
-    python perf/results/h100/experiments/host_launch_probe.py
+    python -m perf.probes.host_launch_probe
 """
-import pathlib, statistics, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import statistics
 import torch
 import tvm_ffi
 import cutlass

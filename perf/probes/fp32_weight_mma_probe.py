@@ -2,12 +2,11 @@
 exact bf16 parts) for MiniMax-M2 (3072 x 256) and MiniMax-M3 (6144 x 128). Per M: the
 heuristic's pick and expert tiles 16-64 x token tiles 8-64 x a 4- or 8-way cluster split of H,
 cold and hot, PDL on, each checked against the float64 product first:
-    python perf/results/h100/experiments/fp32_weight_mma_probe.py
+    python -m perf.probes.fp32_weight_mma_probe
 """
-import dataclasses, itertools, pathlib, sys
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
+import dataclasses, itertools
 import torch
-import probe_kit
+from perf.probes import probe_kit
 from cute_kernels import ops
 
 dev = torch.device("cuda")
