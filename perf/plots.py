@@ -1,81 +1,79 @@
 """Figures and tables of sweep results (perf/results/<gpu>/*.json), without a GPU.
 
 The notebooks (perf/*.ipynb) call these; ``perf/sweep.py`` draws ``<file>.png`` with
-``save_png``. Files written by the earlier per-op benchmarks load too: ``sweep.load_results``
-renames their implementations and derives bytes, GB/s, % of floor and speedups from their rows.
+``save_png``. Results are read through ``perf.results``, so files of earlier benchmarks plot too.
+A line is one implementation in one timing mode: a colour per implementation, a line style per
+mode (b2b solid, alone dotted, chain dashed).
 """
 
 from __future__ import annotations
 
 import math
 import pathlib
-from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 
-import sweep
-import targets
 from cute_kernels import timing
+from dispatch import tiers
+from perf import results, targets
+from perf.bench import ALONE, B2B, CHAIN
+from perf.benches import BENCHES
+from perf.results import Results
+
+MODE_STYLES = {B2B: "-", ALONE: ":", CHAIN: "--"}
 
 
-class Results(NamedTuple):
-    op: object  # the op's definition module (perf/bench_<op>.py)
-    meta: dict
-    rows: list
-    path: pathlib.Path
-
-
-def load(op_name: str, results_dir=sweep.RESULTS) -> Results | None:
+def load(op_name: str, results_dir=results.RESULTS) -> Results | None:
     """The op's committed results with a one-paragraph summary, or None (saying why) if there are none."""
-    op = sweep.OPS[op_name]
-    path = pathlib.Path(results_dir) / f"{op.FILE}.json"
+    path = pathlib.Path(results_dir) / f"{BENCHES[op_name].file}.json"
     if not path.exists():
-        print(f"No results for {op_name} yet: {sweep._relative(path)} does not exist.\nTake them on the GPU "
-              f"machine with\n    python perf/sweep.py --op {op_name} --out {sweep._relative(path.parent)}\n"
+        print(f"No results for {op_name} yet: {results.relative(path)} does not exist.\nTake them on the GPU "
+              f"machine with\n    python perf/sweep.py --op {op_name} --out {results.relative(path.parent)}\n"
               "and commit the JSON; the plots and tables below stay empty until then.")
         return None
-    op, meta, rows = sweep.load_results(path)
+    res = results.load(path)
+    meta, rows, bench = res.meta, res.rows, res.bench
     errors = [r for r in rows if r.get("error")]
-    print(f"{sweep._relative(path)}: {len(rows)} rows ({len(errors)} failed) on {meta.get('device')} "
+    modes = ", ".join(dict.fromkeys(r["mode"] for r in rows))
+    print(f"{results.relative(path)}: {len(rows)} rows ({len(errors)} failed; modes {modes}) on {meta.get('device')} "
           f"({meta.get('arch', 'arch not recorded')}), {str(meta.get('date'))[:16]}; copy {meta.get('copy_gbps')} "
           f"GB/s, graph launch floor {meta.get('graph_launch_floor_us')} us; torch {meta.get('torch')}, "
           f"CuTe DSL {meta.get('cutlass_dsl')}, driver {meta.get('driver')}"
           + ("" if meta.get("complete", True) else "\nThe run stopped early: these are the points it finished."))
     for r in errors:
-        print(f"  failed: {sweep.label(op, r)} {op.series(r)} {op.SIZE}={r[op.SIZE]}: {r['error'][:120]}")
-    return Results(op, meta, rows, path)
+        print(f"  failed: {results.label(r)} {bench.series(r)} {bench.size}={r[bench.size]}: {r['error'][:120]}")
+    return res
 
 
-def _styles(op, rows) -> dict:
-    """label -> (color, line style): one color per implementation, dotted with PDL off."""
-    impls = list(dict.fromkeys([i for i, _ in op.IMPLS] + [r["impl"] for r in rows]))
-    in_order = sorted(rows, key=lambda r: (impls.index(r["impl"]), not r["pdl"]))
-    labels = dict.fromkeys(sweep.label(op, r) for r in in_order)
-    return {name: (f"C{impls.index(name.split(' ')[0]) % 10}", ":" if name.endswith("PDL off") else "-")
-            for name in labels}
+def _styles(bench, rows) -> dict:
+    """label -> (color, line style): one color per implementation, a line style per mode."""
+    impls = list(dict.fromkeys(bench.impl_names() + [r["impl"] for r in rows]))
+    pairs = sorted({(r["impl"], r["mode"]) for r in rows},
+                   key=lambda p: (impls.index(p[0]), list(MODE_STYLES).index(p[1])))
+    return {f"{impl} {mode}": (f"C{impls.index(impl) % 10}", MODE_STYLES[mode]) for impl, mode in pairs}
 
 
 def _title(res: Results, what: str) -> str:
-    return f"{res.op.OP} on {res.meta.get('device', '?')} ({str(res.meta.get('date', ''))[:10]}): {what}"
+    return f"{res.bench.op} on {res.meta.get('device', '?')} ({str(res.meta.get('date', ''))[:10]}): {what}"
 
 
 def _panels(res: Results, value, ylabel: str, what: str, *, floor=False, reference=None, logy=False):
-    """A panel per series (preset, dtype pair, ...) with a line per implementation over M (or T)."""
-    op, rows = res.op, res.rows
-    names = list(dict.fromkeys(op.series(r) for r in rows))
+    """A panel per series (preset, dtype pair, ...) with a line per implementation and mode over M (or T)."""
+    bench, rows = res.bench, res.rows
+    names = list(dict.fromkeys(bench.series(r) for r in rows))
     cols = min(4, len(names))
     nrows = math.ceil(len(names) / cols)
     # 72 dpi on screen keeps the notebooks small; save_png writes at its own resolution
     fig, axes = plt.subplots(nrows, cols, figsize=(3.8 * cols, 3.0 * nrows), dpi=72, squeeze=False)
-    handles, styles = {}, _styles(op, rows)
+    handles, styles = {}, _styles(bench, rows)
     for ax, name in zip(axes.flat, names):
-        sel = sorted((r for r in rows if op.series(r) == name), key=lambda r: r[op.SIZE])
+        sel = sorted((r for r in rows if bench.series(r) == name), key=lambda r: r[bench.size])
         for label, (color, style) in styles.items():
-            pts = [(r[op.SIZE], value(r)) for r in sel if sweep.label(op, r) == label and value(r) is not None]
+            pts = [(r[bench.size], value(r)) for r in sel if results.label(r) == label and value(r) is not None]
             if pts:
                 handles[label], = ax.plot(*zip(*pts), style, color=color, marker="o", markersize=3, label=label)
         if floor:
-            handles["floor"], = ax.plot(*zip(*sorted({(r[op.SIZE], r["floor_us"]) for r in sel})), "--", color="black",
+            handles["floor"], = ax.plot(*zip(*sorted({(r[bench.size], r["floor_us"]) for r in sel})), "-.", color="black",
                                         label="floor")
         if reference is not None:
             ax.axhline(reference, color="black", linewidth=0.8)
@@ -85,7 +83,7 @@ def _panels(res: Results, value, ylabel: str, what: str, *, floor=False, referen
         else:
             ax.set_ylim(bottom=0)
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel(op.SIZE, fontsize=8)
+        ax.set_xlabel(bench.size, fontsize=8)
         ax.grid(True, alpha=0.3)
     for ax in axes.flat[len(names):]:
         ax.axis("off")
@@ -97,8 +95,8 @@ def _panels(res: Results, value, ylabel: str, what: str, *, floor=False, referen
 
 
 def time_vs_size(res: Results | None, metric: str = "cold_us"):
-    """us per call (``cold_us`` or ``hot_us``) against M per implementation, with the floor
-    (launch floor + bytes / copy bandwidth, measured in the same run)."""
+    """us per call (``cold_us`` or ``hot_us``) against M per implementation and mode, with the
+    floor (launch floor + bytes / copy bandwidth, measured in the same run)."""
     if res is None:
         return None
     which = metric.removesuffix("_us")
@@ -115,10 +113,11 @@ def pct_of_floor(res: Results | None):
 
 
 def speedup(res: Results | None):
-    """Cold speedup over the op's baseline (torch's path) at the same point."""
+    """Cold speedup over the op's baseline (torch's path) at the same point, in the same kind of
+    graph (chain over chain, else back to back)."""
     if res is None:
         return None
-    base = " else ".join(res.op.BASELINES)
+    base = " else ".join(res.bench.baselines)
     return _panels(res, lambda r: r.get("speedup"), f"speedup over {base}", f"cold speedup over {base}", reference=1)
 
 
@@ -126,29 +125,39 @@ def targets_table(res: Results | None):
     """The op's targets (perf/targets.py) against the measured values, as a Markdown table."""
     if res is None:
         return _markdown("No results: every target is unmeasured.")
-    lines = ["| target | bar (us) | measured (us) | slowest at | status | from |", "|---|---|---|---|---|---|"]
-    for t in targets.evaluate(res.op.OP, res.rows, lambda r: sweep.point_key(res.op, r)):
+    lines = ["| target | mode | bar (us) | measured (us) | slowest at | status | from |",
+             "|---|---|---|---|---|---|---|"]
+    for t in targets.evaluate(res.bench.op, res.rows, lambda r: results.point_key(res.bench, r)):
         measured = "-" if t["measured_us"] is None else f"{t['measured_us']:.2f}"
         status = "not measured" if t["met"] is None else ("met" if t["met"] else "**missed**")
-        lines.append(f"| {t['target']} | {t['bar_us']} | {measured} | {t['worst_at'] or '-'} | {status} "
-                     f"| {t['source']} |")
+        lines.append(f"| {t['target']} | {t['mode']} | {t['bar_us']} | {measured} | {t['worst_at'] or '-'} "
+                     f"| {status} | {t['source']} |")
     return _markdown("\n".join(lines))
 
 
 def tier_table(res: Results | None):
-    """Per point: the tier the dispatcher ran, and the fastest tier measured (cold, PDL on)."""
+    """Per point and mode: the tier the dispatcher ran, and the fastest tier measured in the
+    same kind of graph (each tier as the dispatcher launches it, or in a chain)."""
     if res is None:
         return _markdown("No results.")
     if not any(r["impl"] == "dispatch" for r in res.rows):
         return _markdown("No dispatcher rows in these results (the earlier benchmarks did not time it).")
-    op = res.op
-    lines = [f"| series | {op.SIZE} | dispatch ran | us | fastest tier | us |", "|---|---|---|---|---|---|"]
+    bench = res.bench
+    tier_impls = {i.name: i for i in bench.impls if i.name in tiers.op_tiers(bench.op).names()}
+
+    def same_graph(tier_row, mode):
+        impl = tier_impls.get(tier_row["impl"])
+        return impl is not None and tier_row["mode"] == (CHAIN if mode == CHAIN else impl.natural_mode())
+
+    lines = [f"| series | {bench.size} | mode | dispatch ran | us | fastest tier | us |",
+             "|---|---|---|---|---|---|---|"]
     for r in (r for r in res.rows if r["impl"] == "dispatch" and r.get("cold_us")):
-        same = [t for t in res.rows if sweep.point_key(op, t) == sweep.point_key(op, r)
-                and (t["impl"], t["pdl"]) in op.TIERS and t.get("cold_us")]
+        same = [t for t in res.rows if results.point_key(bench, t) == results.point_key(bench, r)
+                and same_graph(t, r["mode"]) and t.get("cold_us")]
         best = min(same, key=lambda t: t["cold_us"], default=None)
-        fastest = "- | -" if best is None else f"{op.TIERS[best['impl'], best['pdl']]} | {best['cold_us']:.2f}"
-        lines.append(f"| {op.series(r)} | {r[op.SIZE]} | {r.get('tier', '?')} | {r['cold_us']:.2f} | {fastest} |")
+        fastest = "- | -" if best is None else f"{best['impl']} | {best['cold_us']:.2f}"
+        lines.append(f"| {bench.series(r)} | {r[bench.size]} | {r['mode']} | {r.get('tier', '?')} | "
+                     f"{r['cold_us']:.2f} | {fastest} |")
     return _markdown("\n".join(lines))
 
 
@@ -163,9 +172,7 @@ def _markdown(text: str):
 
 def save_png(json_path) -> pathlib.Path:
     """``<file>.png`` beside a results file: cold time against M, the figure of the README."""
-    json_path = pathlib.Path(json_path)
-    op, meta, rows = sweep.load_results(json_path)
-    res = Results(op, meta, rows, json_path)
-    png = json_path.with_suffix(".png")
+    res = results.load(json_path)
+    png = pathlib.Path(json_path).with_suffix(".png")
     timing.save_figure(time_vs_size(res), png, _title(res, "cold us per call"))
     return png
