@@ -53,7 +53,7 @@ sweep:
 
 # No GPU: the dispatcher's tuning table (dispatch/tuning.json) from the router sweeps in RESULTS.
 tuning: install
-	$(PYTHON) perf/sweep.py --write-tuning $(wildcard $(RESULTS)/router_gemm.json $(RESULTS)/norm_router.json)
+	$(PYTHON) perf/sweep.py --write-tuning $(wildcard $(RESULTS)/router_gemm.json $(RESULTS)/norm_router_gemm.json)
 
 # No GPU: re-execute the notebooks from the committed results, outputs saved in place.
 notebooks: install

@@ -82,10 +82,9 @@ class Bench:
     dispatcher's tuning key; ``bytes_per_call(point)`` -> bytes the op must move once;
     ``case(impl, pdl, point)`` -> a ``Case``; ``unavailable(impl, point)`` -> why ``impl``
     cannot run there, or None; ``extra_meta(points, replays)`` -> more meta after the rows;
-    ``normalise(row)`` renames rows of earlier benchmarks. Results go to ``<file>.json``."""
+    ``normalise(row)`` renames rows of earlier benchmarks. Results go to ``<op>.json``."""
 
-    op: str  # the dispatched op's name
-    file: str  # the results files' stem
+    op: str  # the dispatched op's name; also the results files' stem
     size: str  # the swept field: "M" (rows) or "T" (tokens)
     point_fields: tuple[str, ...]
     impls: tuple[Impl, ...]  # in the order tables and legends show them
@@ -122,6 +121,10 @@ class Bench:
             problems.append("extra_meta is not callable")
         if problems:
             raise ValueError(f"bench {self.op}: " + "; ".join(problems))
+
+    @property
+    def file(self) -> str:
+        return f"{self.op}.json"
 
     @property
     def main_index(self) -> int:

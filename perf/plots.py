@@ -1,6 +1,6 @@
 """Figures and tables of sweep results (perf/results/<gpu>/*.json), without a GPU.
 
-The notebooks (perf/*.ipynb) call these; ``perf/sweep.py`` draws ``<file>.png`` with
+The notebooks (perf/*.ipynb) call these; ``perf/sweep.py`` draws ``<op>.png`` with
 ``save_png``. Results are read through ``perf.results``, so files of earlier benchmarks plot too.
 A line is one implementation in one timing mode: a colour per implementation, a line style per
 mode (b2b solid, alone dotted, chain dashed).
@@ -25,7 +25,7 @@ MODE_STYLES = {B2B: "-", ALONE: ":", CHAIN: "--"}
 
 def load(op_name: str, results_dir=results.RESULTS) -> Results | None:
     """The op's committed results with a one-paragraph summary, or None (saying why) if there are none."""
-    path = pathlib.Path(results_dir) / f"{BENCHES[op_name].file}.json"
+    path = pathlib.Path(results_dir) / BENCHES[op_name].file
     if not path.exists():
         print(f"No results for {op_name} yet: {results.relative(path)} does not exist.\nTake them on the GPU "
               f"machine with\n    python perf/sweep.py --op {op_name} --out {results.relative(path.parent)}\n"
@@ -171,7 +171,7 @@ def _markdown(text: str):
 
 
 def save_png(json_path) -> pathlib.Path:
-    """``<file>.png`` beside a results file: cold time against M, the figure of the README."""
+    """``<op>.png`` beside a results file: cold time against M, the figure of the README."""
     res = results.load(json_path)
     png = pathlib.Path(json_path).with_suffix(".png")
     timing.save_figure(time_vs_size(res), png, _title(res, "cold us per call"))

@@ -13,9 +13,9 @@ and ``chain`` (the op after a one-kernel torch producer writing its main input, 
 own graph subtracted). Default: each op's own (b2b and chain for the router ops, b2b and alone
 for the others); ``--pdl-off`` adds alone.
 
-Writes <out>/<file>.json (``{"meta", "rows"}`` as docs/benchmarking.md describes; rewritten after
+Writes <out>/<op>.json (``{"meta", "rows"}`` as docs/benchmarking.md describes; rewritten after
 every point, so an interrupted run keeps what it measured) and the rows as CSV beside it, then
-<file>.png. ``meta``: device, arch, clocks, driver, CUDA, torch and DSL versions, date, the copy
+<op>.png. ``meta``: device, arch, clocks, driver, CUDA, torch and DSL versions, date, the copy
 bandwidth and graph launch floor measured at the start of the run. A row: the point's fields,
 ``impl``, ``mode``, ``pdl``, ``cold_us``, ``hot_us``, ``floor_us`` (launch floor + bytes / copy
 bandwidth), ``producer_us`` (chain rows: the producer's own cold time), ``bytes``, ``gbps``
@@ -146,7 +146,7 @@ def sweep_op(bench, pts, impls, modes, meta, replays: int, out_dir: pathlib.Path
             "modes": list(modes), "chain_producer": f"torch.mul(h, one, out={bench.main_input}), h a copy of it",
             "baseline": " else ".join(bench.baselines), "complete": False,
             "not_timed": {f"{i}: {r}": names for (i, r), names in skipped.items()}}
-    json_path = out_dir / f"{bench.file}.json"
+    json_path = out_dir / bench.file
     print(f"{bench.op}: {len(items)} timings -> {json_path}", flush=True)
     rows, ok = run(bench, items, meta, replays, json_path)
     if bench.extra_meta is not None:

@@ -106,7 +106,7 @@ def test_sweep_writes_rows_records_errors_and_goes_on(monkeypatch, tmp_path, cap
     assert "[1/18] int32/float32 k=8 T=1 cute b2b: cold 1.0 hot 0.9" in out
     assert "T=64 cute alone: FAILED RuntimeError: kernel fell over" in out
     assert "[18/18]" in out and "target k=8, T=1/4/16/64/256/1024 b2b <= 1.5 us" in out
-    data = json.loads((tmp_path / f"{op.file}.json").read_text())
+    data = json.loads((tmp_path / op.file).read_text())
     assert data["meta"]["complete"] and data["meta"]["eager_overhead_us"] == {"torch": 4.0}
     assert data["meta"]["device"] == "Test GPU" and "cute" in data["meta"]["impls"]
     assert data["meta"]["modes"] == ["b2b", "alone"] and "out=weights" in data["meta"]["chain_producer"]

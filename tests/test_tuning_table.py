@@ -200,7 +200,7 @@ def test_make_tuning_rewrites_the_shipped_table_unchanged(tmp_path):
     """The committed table is what the committed sweeps give (``make tuning``'s command)."""
     table = tmp_path / "tuning.json"
     table.write_text(tuning.TABLE_PATH.read_text())
-    sweeps = [results.RESULTS / f"{BENCHES[op].file}.json" for op in ("router_gemm", "norm_router_gemm")]
+    sweeps = [results.RESULTS / BENCHES[op].file for op in ("router_gemm", "norm_router_gemm")]
     out = subprocess.run([sys.executable, str(results.ROOT / "perf" / "sweep.py"), "--write-tuning",
                           *map(str, sweeps), "--table", str(table)], capture_output=True, text=True,
                          cwd=results.ROOT)

@@ -104,7 +104,7 @@ def case(impl: str, pdl: bool, point) -> Case:
 
 
 BENCH = Bench(
-    op=OP, file="norm_router", size="M", point_fields=POINT,
+    op=OP, size="M", point_fields=POINT,
     impls=(
         Impl("cute-fused", "cute_kernels.norm_router_gemm", pdl=True, pdl_off=True),
         Impl("unfused", "dispatch tier unfused: fp32 RMSNorm, then dispatch.router_gemm on the fp32 rows"),

@@ -96,7 +96,7 @@ def extra_meta(pts, replays: int) -> dict:
 
 
 BENCH = Bench(
-    op=OP, file="pack_topk", size="T", point_fields=POINT,
+    op=OP, size="T", point_fields=POINT,
     impls=(
         Impl("cute", "cute_kernels.pack_topk (the dispatcher's cute tier)", pdl=True, pdl_off=True),
         Impl("torch", "cute_kernels.reference.pack_topk (the spec; the dispatcher's torch tier)"),

@@ -206,7 +206,7 @@ def extra_meta(pts, replays: int) -> dict:
 
 
 BENCH = Bench(
-    op=OP, file="router_gemm", size="M", point_fields=POINT,
+    op=OP, size="M", point_fields=POINT,
     impls=(
         Impl("cute-dot", "cute_kernels.router_gemm(variant='dot')", pdl=True, pdl_off=True),
         Impl("cute-mma", "cute_kernels.router_gemm(variant='mma')", pdl=True, pdl_off=True),

@@ -127,7 +127,7 @@ def case(impl: str, pdl: bool, point) -> Case:
 
 
 BENCH = Bench(
-    op=OP, file="silu_mul_quant", size="T", point_fields=POINT,
+    op=OP, size="T", point_fields=POINT,
     impls=(
         Impl("cute", "cute_kernels.silu_mul_quant_fp8 (the dispatcher's cute tier)", pdl=True, pdl_off=True),
         Impl("torch", "torch_baseline eager (fp32 torch, the spec's math: the dispatcher's torch tier)"),
