@@ -253,13 +253,16 @@ def write_results(path, meta: dict, rows: list) -> None:
         writer.writerows(rows)
 
 
-def save_figure(fig, png_path, title: str) -> None:
-    """Title, lay out, write (creating the directory) and close a results plot."""
+def save_figure(fig, png_path, title: str, metadata: dict | None = None) -> None:
+    """Title, lay out (unless the figure has a layout engine of its own), write (creating the
+    directory) and close a results plot. ``metadata``: the PNG's text fields (a None value
+    leaves one out, e.g. ``{"Software": None}`` for bytes that do not depend on the version)."""
     import matplotlib.pyplot as plt
 
     fig.suptitle(title)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     png_path = pathlib.Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=120)
+    fig.savefig(png_path, dpi=120, metadata=metadata)
     plt.close(fig)

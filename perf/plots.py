@@ -1,9 +1,12 @@
 """Figures and tables of sweep results (perf/results/<gpu>/*.json), without a GPU.
 
-The notebooks (perf/*.ipynb) call these; ``perf/sweep.py`` draws ``<op>.png`` with
-``save_png``. Results are read through ``perf.results``, so files of earlier benchmarks plot too.
-A line is one implementation in one timing mode: a colour per implementation, a line style per
-mode (b2b solid, alone dotted, chain dashed).
+The notebooks (perf/*.ipynb) call these; ``perf/sweep.py`` draws ``<op>.png`` with ``save_png``.
+Results are read through ``perf.results``, so files of earlier benchmarks plot too.
+
+Every line is one implementation in one timing mode: a colour and a marker per implementation,
+a line style per mode (b2b solid, alone dotted, chain dashed), lines drawn thinner the later
+they come so that one lying on another still shows (the dispatcher's lies on the tier it ran);
+the legend sits below the panels.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 import pathlib
 
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 
 from cute_kernels import timing
 from dispatch import tiers
@@ -21,6 +25,10 @@ from perf.benches import BENCHES
 from perf.results import Results
 
 MODE_STYLES = {B2B: "-", ALONE: ":", CHAIN: "--"}
+MARKERS = "osD^vP*Xh<>"
+# A PNG's bytes follow its pixels alone: no matplotlib version in it, so a redraw on another
+# machine changes the file only where the picture changed.
+PNG_METADATA = {"Software": None}
 
 
 def load(op_name: str, results_dir=results.RESULTS) -> Results | None:
@@ -46,51 +54,73 @@ def load(op_name: str, results_dir=results.RESULTS) -> Results | None:
 
 
 def _styles(bench, rows) -> dict:
-    """label -> (color, line style): one color per implementation, a line style per mode."""
+    """label -> plot keywords, in legend order (the bench's implementations first, then modes)."""
     impls = list(dict.fromkeys(bench.impl_names() + [r["impl"] for r in rows]))
-    pairs = sorted({(r["impl"], r["mode"]) for r in rows},
-                   key=lambda p: (impls.index(p[0]), list(MODE_STYLES).index(p[1])))
-    return {f"{impl} {mode}": (f"C{impls.index(impl) % 10}", MODE_STYLES[mode]) for impl, mode in pairs}
+    present = {(r["impl"], r["mode"]) for r in rows}
+    ordered = sorted(present, key=lambda p: (impls.index(p[0]), list(MODE_STYLES).index(p[1])))
+    styles = {}
+    for n, (impl, mode) in enumerate(ordered):
+        i, later = impls.index(impl), n / max(1, len(ordered) - 1)  # 0 for the first line drawn, 1 for the last
+        styles[f"{impl} {mode}"] = dict(color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)],
+                                        linestyle=MODE_STYLES[mode], linewidth=3.2 - 2.2 * later,
+                                        markersize=8.5 - 4.5 * later, markerfacecolor="none", zorder=2 + n)
+    return styles
+
+
+def _plain_log_axis(axis, values) -> None:
+    """Ticks at the measured sizes, labelled as numbers (1, 2, 4, ... 1k, 16k), not powers."""
+    axis.set_major_locator(ticker.FixedLocator(sorted(set(values))))
+    axis.set_major_formatter(ticker.FuncFormatter(
+        lambda v, _: f"{v / 1024:g}k" if v >= 1024 and v % 1024 == 0 else f"{v:g}"))
+    axis.set_minor_locator(ticker.NullLocator())
 
 
 def _title(res: Results, what: str) -> str:
-    return f"{res.bench.op} on {res.meta.get('device', '?')} ({str(res.meta.get('date', ''))[:10]}): {what}"
+    return f"{res.bench.op} on {res.meta.get('device', '?')} ({str(res.meta.get('date', ''))[:10]})\n{what}"
 
 
 def _panels(res: Results, value, ylabel: str, what: str, *, floor=False, reference=None, logy=False):
-    """A panel per series (preset, dtype pair, ...) with a line per implementation and mode over M (or T)."""
+    """A panel per series (preset, dtype pair, ...) with a line per implementation and mode over
+    M (or T); one legend for all, below the panels."""
     bench, rows = res.bench, res.rows
     names = list(dict.fromkeys(bench.series(r) for r in rows))
     cols = min(4, len(names))
     nrows = math.ceil(len(names) / cols)
-    # 72 dpi on screen keeps the notebooks small; save_png writes at its own resolution
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.8 * cols, 3.0 * nrows), dpi=72, squeeze=False)
+    # 72 dpi on screen keeps the notebooks small; save_png writes at 120
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(3.8 * cols, 7.6), 2.9 * nrows + 1.2), dpi=72,
+                             squeeze=False, layout="constrained")
     handles, styles = {}, _styles(bench, rows)
     for ax, name in zip(axes.flat, names):
         sel = sorted((r for r in rows if bench.series(r) == name), key=lambda r: r[bench.size])
-        for label, (color, style) in styles.items():
+        for label, style in styles.items():
             pts = [(r[bench.size], value(r)) for r in sel if results.label(r) == label and value(r) is not None]
             if pts:
-                handles[label], = ax.plot(*zip(*pts), style, color=color, marker="o", markersize=3, label=label)
+                handles[label], = ax.plot(*zip(*pts), label=label, **style)
         if floor:
-            handles["floor"], = ax.plot(*zip(*sorted({(r[bench.size], r["floor_us"]) for r in sel})), "-.", color="black",
-                                        label="floor")
+            handles["floor"], = ax.plot(*zip(*sorted({(r[bench.size], r["floor_us"]) for r in sel})),
+                                        color="0.35", linestyle="-.", linewidth=1.2, zorder=1, label="floor")
         if reference is not None:
-            ax.axhline(reference, color="black", linewidth=0.8)
+            ax.axhline(reference, color="black", linewidth=0.8, zorder=1)
         ax.set_xscale("log", base=2)
+        _plain_log_axis(ax.xaxis, [r[bench.size] for r in sel])
         if logy:
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_locator(ticker.NullLocator())
         else:
             ax.set_ylim(bottom=0)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel(bench.size, fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(labelsize=8)
+        ax.set_xlabel(bench.size, fontsize=9)
         ax.grid(True, alpha=0.3)
     for ax in axes.flat[len(names):]:
         ax.axis("off")
-    axes[0][0].set_ylabel(ylabel)
-    axes[0][0].legend(handles.values(), handles.keys(), fontsize=7)
+    for row in axes:
+        row[0].set_ylabel(ylabel, fontsize=9)
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(len(handles), 5), fontsize=9,
+               title="implementation and mode", title_fontsize=9)
     fig.suptitle(_title(res, what))
-    fig.tight_layout()
     return fig
 
 
@@ -101,7 +131,7 @@ def time_vs_size(res: Results | None, metric: str = "cold_us"):
         return None
     which = metric.removesuffix("_us")
     values = [r[metric] for r in res.rows if r.get(metric)]
-    return _panels(res, lambda r: r.get(metric), f"us per call ({which}, CUDA graph)", f"{which} us per call",
+    return _panels(res, lambda r: r.get(metric), f"us per call ({which})", f"{which} us per call in a CUDA graph",
                    floor=True, logy=max(values) > 30 * min(values))  # log where T spans decades of time
 
 
@@ -174,5 +204,5 @@ def save_png(json_path) -> pathlib.Path:
     """``<op>.png`` beside a results file: cold time against M, the figure of the README."""
     res = results.load(json_path)
     png = pathlib.Path(json_path).with_suffix(".png")
-    timing.save_figure(time_vs_size(res), png, _title(res, "cold us per call"))
+    timing.save_figure(time_vs_size(res), png, _title(res, "cold us per call in a CUDA graph"), PNG_METADATA)
     return png
