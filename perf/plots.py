@@ -53,6 +53,16 @@ def load(op_name: str, results_dir=results.RESULTS) -> Results | None:
     return res
 
 
+def for_notebook() -> None:
+    """A notebook's figures inline as PNG without the matplotlib version, so re-running it
+    from unchanged results rewrites it byte for byte."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    shell.run_line_magic("matplotlib", "inline")
+    shell.run_line_magic("config", f"InlineBackend.print_figure_kwargs = {{'metadata': {PNG_METADATA!r}}}")
+
+
 def _styles(bench, rows) -> dict:
     """label -> plot keywords, in legend order (the bench's implementations first, then modes)."""
     impls = list(dict.fromkeys(bench.impl_names() + [r["impl"] for r in rows]))
