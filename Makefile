@@ -53,9 +53,10 @@ sweep:
 
 # No GPU: the dispatcher's tuning table (dispatch/tuning.json) from the router sweeps in RESULTS.
 tuning: install
-	$(PYTHON) perf/sweep.py --write-tuning $(wildcard $(RESULTS)/router_gemm.json $(RESULTS)/norm_router.json)
+	$(PYTHON) perf/sweep.py --write-tuning $(wildcard $(RESULTS)/router_gemm.json $(RESULTS)/norm_router_gemm.json)
 
-# No GPU: re-execute the notebooks from the committed results, outputs saved in place.
+# No GPU: re-execute the notebooks from the committed results, outputs saved in place; from
+# unchanged results the files come out the same (perf/notebooks.py).
 notebooks: install
 	$(PYTHON) -m pip install -q -e ".[perf]"
-	for nb in perf/*.ipynb; do $(PYTHON) -m jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; done
+	$(PYTHON) -m perf.notebooks

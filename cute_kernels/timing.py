@@ -2,13 +2,16 @@
 
 Per-call time inside a captured CUDA graph, median over replays, in microseconds:
 - cold: R calls per graph, each on its own input set, R sets together >= 3x L2;
-- hot: R calls per graph, all on the same input set (L2-resident).
+- hot: R calls per graph, all on the same input set (L2-resident);
+- in a chain (``time_per_call(producer=...)``): each call after a one-kernel producer writing its
+  main input, less the graph of the producers alone.
 
 Nothing here touches CUDA at import time, so the module imports on CPU-only machines.
 """
 
 import csv
 import datetime
+import functools
 import importlib.metadata
 import json
 import math
@@ -125,17 +128,36 @@ def floor_us(bytes_moved: int, meta: dict) -> float:
     return meta["graph_launch_floor_us"] + bytes_moved / (meta["copy_gbps"] * 1e3)
 
 
-def _capture(call, input_sets):
+def _capture(launches):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for inputs in input_sets:
-            call(*inputs)
+        for launch in launches:
+            launch()
     return graph
+
+
+def per_call_us(replay_ms, calls: int, base_ms=None) -> float:
+    """us per call of a graph of ``calls`` calls from its replay times (ms, median), less the
+    median of ``base_ms``, the same graph without the op (a chain's producers)."""
+    us = statistics.median(replay_ms) / calls * 1e3
+    return us if base_ms is None else us - statistics.median(base_ms) / calls * 1e3
+
+
+def mul_producer(index: int):
+    """The chain's producer (docs/benchmarking.md) for the op's main input ``inputs[index]``:
+    per input set, one torch kernel ``torch.mul(h, one, out=x)`` with ``h`` a copy of x, an
+    ordinary elementwise kernel (it never releases its dependents early) that leaves x's values
+    as they were, so the op's check still holds."""
+    def producer(inputs):
+        x = inputs[index]
+        h, one = x.clone(), torch.ones(1, dtype=x.dtype, device=x.device)
+        return lambda: torch.mul(h, one, out=x)
+    return producer
 
 
 def time_per_call(make_inputs, call, *, bytes_per_call: int, l2_bytes: int = None, min_calls: int = 64,
                   max_calls: int = 2048, mem_fraction: float = 0.5, replays: int = 20, check=None,
-                  poison=None, warmup: int = 3) -> dict:
+                  poison=None, warmup: int = 3, producer=None) -> dict:
     """Cold and hot per-call time (us) of ``call(*make_inputs())`` inside CUDA graphs.
 
     ``make_inputs()`` returns a fresh tuple of GPU tensors (inputs and outputs) filled with
@@ -147,6 +169,11 @@ def time_per_call(make_inputs, call, *, bytes_per_call: int, l2_bytes: int = Non
     R = ceil(3 * L2 / bytes_per_call) clamped to [min_calls, max_calls] and to memory. At
     least ``min_calls`` so the graph's own launch is amortised; for tiny ops the cap makes the
     rotation smaller than 3x L2, which the returned ``l2_multiple`` shows.
+
+    ``producer`` times the op in a chain: ``producer(inputs)`` returns a launch of one kernel
+    that writes the op's main input in that input set (``mul_producer``); every call then runs
+    right after its set's producer, and the per-call time is that graph's less the graph of the
+    producers alone (returned as ``producer_us``, cold).
     """
     dev = _device()
     if l2_bytes is None:
@@ -155,18 +182,24 @@ def time_per_call(make_inputs, call, *, bytes_per_call: int, l2_bytes: int = Non
     rotations = max(min_calls, math.ceil(3 * l2_bytes / max(bytes_per_call, 1)))
     rotations = max(1, min(rotations, max_calls, mem_cap))
     input_sets = [make_inputs() for _ in range(rotations)]
+    calls = [functools.partial(call, *inputs) for inputs in input_sets]
+    writes = None if producer is None else [producer(inputs) for inputs in input_sets]
+    # the launches of one call: in a chain, its set's producer first
+    steps = [[c] for c in calls] if writes is None else [[w, c] for w, c in zip(writes, calls)]
 
     # Compile, load and first-launch before capture, on a side stream as torch advises.
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(warmup):
-            call(*input_sets[0])
+            for launch in steps[0]:
+                launch()
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
 
-    cold_graph = _capture(call, input_sets)
-    hot_graph = _capture(call, [input_sets[0]] * rotations)
+    cold_graph = _capture([f for step in steps for f in step])
+    hot_graph = _capture(steps[0] * rotations)
+    base = None if writes is None else (_capture(writes), _capture([writes[0]] * rotations))
 
     if poison is not None:
         for inputs in input_sets:
@@ -181,15 +214,19 @@ def time_per_call(make_inputs, call, *, bytes_per_call: int, l2_bytes: int = Non
     hot_ms = _replay_ms(hot_graph, replays)
     if check is not None:
         check(input_sets[0])
+    cold_base_ms, hot_base_ms = (None, None) if base is None else (_replay_ms(g, replays) for g in base)
 
-    del cold_graph, hot_graph, input_sets
+    del cold_graph, hot_graph, base, input_sets, calls, writes, steps
     torch.cuda.empty_cache()
-    return {
-        "cold_us": statistics.median(cold_ms) / rotations * 1e3,
-        "hot_us": statistics.median(hot_ms) / rotations * 1e3,
+    result = {
+        "cold_us": per_call_us(cold_ms, rotations, cold_base_ms),
+        "hot_us": per_call_us(hot_ms, rotations, hot_base_ms),
         "rotations": rotations,
         "l2_multiple": rotations * bytes_per_call / l2_bytes,
     }
+    if cold_base_ms is not None:
+        result["producer_us"] = per_call_us(cold_base_ms, rotations)
+    return result
 
 
 def eager_overhead_us(call, inputs, n: int = 2000) -> float:
@@ -216,13 +253,16 @@ def write_results(path, meta: dict, rows: list) -> None:
         writer.writerows(rows)
 
 
-def save_figure(fig, png_path, title: str) -> None:
-    """Title, lay out, write (creating the directory) and close a results plot."""
+def save_figure(fig, png_path, title: str, metadata: dict | None = None) -> None:
+    """Title, lay out (unless the figure has a layout engine of its own), write (creating the
+    directory) and close a results plot. ``metadata``: the PNG's text fields (a None value
+    leaves one out, e.g. ``{"Software": None}`` for bytes that do not depend on the version)."""
     import matplotlib.pyplot as plt
 
     fig.suptitle(title)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     png_path = pathlib.Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=120)
+    fig.savefig(png_path, dpi=120, metadata=metadata)
     plt.close(fig)

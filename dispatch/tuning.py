@@ -31,13 +31,19 @@ op                                dtypes                       shape
 A window is ``[lo, hi]`` with ``hi`` null for no upper bound, or null: the tier never runs for
 that problem (a measured table says so for a tier that was slower at every M, which it must:
 an unnamed tier may run at every M). A problem with no entry gets ``default_windows``.
-``python perf/sweep.py --write-tuning RESULTS.json`` writes the windows a sweep measured.
+
+``write_tuning`` writes the windows a sweep measured (``best_windows``), from the tier timings
+of its results (``Measured``); ``python perf/sweep.py --write-tuning RESULTS.json`` (``make
+tuning``) reads the results and calls it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -104,3 +110,99 @@ def windows(op: str, arch: str | None, dtypes: tuple[str, ...], shape: tuple[int
     if found is not None:
         return found, source
     return default_windows(op, dtypes), "built-in default, no table entry"
+
+
+# -- the writer ------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """One sweep's timings of an op's tiers on one arch, as ``write_tuning`` takes them."""
+
+    op: str
+    arch: str
+    source: str  # where they were taken (results file, device, date), for the table's "source"
+    times: dict  # {(dtypes, shape): {M: {tier: [cold us, ...]}}}
+    timed: frozenset  # every tier the sweep times: one without a window there never runs
+    order: tuple  # the op's tiers in order; the last takes whatever no window does
+
+
+def best_windows(times: dict) -> dict:
+    """``{tier: (lo, hi)}``: contiguous M windows, one per tier, from ``{M: {tier: cold us}}``.
+
+    Where the fastest tier at each measured M forms one run per tier, those runs are the
+    windows. A tier has one window, so where it is fastest in two separate runs, the split into
+    runs (each tier in at most one) that loses least against the fastest tier at each M, as
+    relative slowdown summed over M, is taken. A boundary between two measured M sits halfway
+    in log space; the first window starts at 0 and the last has no upper bound (hi None)."""
+    ms = sorted(m for m in times if times[m])
+    fastest = {m: min(times[m].values()) for m in ms}
+
+    @functools.cache
+    def search(i: int, used: frozenset) -> tuple:  # (loss, number of runs, runs) covering ms[i:]
+        if i == len(ms):
+            return 0.0, 0, ()
+        best = (math.inf, 0, ())
+        for j in range(i + 1, len(ms) + 1):
+            for tier in sorted(set(times[ms[i]]) - used):
+                if any(tier not in times[m] for m in ms[i:j]):
+                    continue
+                loss = sum(times[m][tier] / fastest[m] - 1 for m in ms[i:j])
+                rest_loss, rest_n, rest = search(j, used | {tier})
+                best = min(best, (loss + rest_loss, rest_n + 1, ((tier, ms[i], ms[j - 1]),) + rest))
+        return best
+
+    loss, _, runs = search(0, frozenset())
+    if loss == math.inf:
+        raise ValueError("no split into one run per tier covers every measured M")
+    windows = {}
+    for n, (tier, first, last) in enumerate(runs):
+        lo = 0 if n == 0 else math.isqrt(runs[n - 1][2] * first) + 1
+        hi = None if n == len(runs) - 1 else math.isqrt(last * runs[n + 1][1])
+        windows[tier] = (lo, hi)
+    return windows
+
+
+def measured_windows(measured: Measured) -> dict:
+    """``{(dtypes, shape): {tier: (lo, hi) or None}}``: the median cold time of each tier per M,
+    through ``best_windows``. Every other timed tier gets None (never): a tier the table does
+    not name may run at every M. The op's last tier is left out: it takes whatever no window does."""
+    out = {}
+    for key, by_m in measured.times.items():
+        windows = best_windows({m: {t: statistics.median(v) for t, v in ts.items()} for m, ts in by_m.items()})
+        never = measured.timed - set(windows) - {measured.order[-1]}
+        out[key] = {**windows, **{t: None for t in measured.order if t in never}}
+    return out
+
+
+def dump_table(source: str, entries: list) -> str:
+    """tuning.json's text: one entry per line."""
+    lines = ",\n".join(f"    {json.dumps(e)}" for e in entries)
+    return f'{{\n  "source": {json.dumps(source)},\n  "entries": [\n{lines}\n  ]\n}}\n'
+
+
+def write_tuning(measured: list, table_path=TABLE_PATH) -> list:
+    """Rewrites ``table_path`` with the windows of each ``Measured``: an entry per (op, arch,
+    dtypes, shape) measured replaces the table's (in place) or is added; the others stay.
+    Returns the written entries."""
+    table_path = Path(table_path)
+    text = table_path.read_text()
+    parse(text, str(table_path))  # never merge into a malformed table
+    new = {}
+    for m in measured:
+        for (dtypes, shape), windows in measured_windows(m).items():
+            new[(m.op, m.arch, tuple(dtypes), tuple(shape))] = {
+                "op": m.op, "arch": m.arch, "dtypes": list(dtypes), "shape": list(shape),
+                "windows": {t: None if w is None else [w[0], w[1]] for t, w in windows.items()}}
+
+    def key(e):
+        return e["op"], e["arch"], tuple(e["dtypes"]), tuple(e["shape"])
+
+    old = json.loads(text)["entries"]
+    entries = [new.get(key(e), e) for e in old]
+    entries += [e for k, e in new.items() if k not in {key(o) for o in old}]
+    source = ("measured: the fastest tier per M (cold, per call in a CUDA graph, PDL on) of "
+              + "; ".join(f"{m.op} from {m.source}" for m in measured))
+    if any(key(e) not in new for e in old):
+        source += "; entries for problems not measured there are kept from the previous table"
+    table_path.write_text(dump_table(source, entries))
+    parse(table_path.read_text(), str(table_path))
+    return list(new.values())

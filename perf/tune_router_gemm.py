@@ -15,7 +15,7 @@ import sys
 import traceback
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # run as a script from anywhere: perf, cute_kernels and dispatch live here
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from cute_kernels import ops, presets, timing  # noqa: E402
 from cute_kernels.kernels.router_gemm import tiling as router_tiling  # noqa: E402
 from cute_kernels.kernels.router_gemm import RouterGemm  # noqa: E402
+from perf.benches.router_gemm import bytes_per_call, make_inputs, points  # noqa: E402
 
 
 def candidates(preset, m: int):
@@ -54,9 +55,6 @@ def main() -> int:
     p.add_argument("--top", type=int, default=8)
     p.add_argument("--out", help="JSON file for every measured row")
     args = p.parse_args()
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from bench_router_gemm import bytes_per_call, make_inputs, points
-
     import cute_kernels
 
     meta = timing.device_meta()

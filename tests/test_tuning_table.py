@@ -1,16 +1,19 @@
 """The dispatcher's tuning table: the shipped one, and the writer that derives one from a sweep
-(``perf/sweep.py --write-tuning``), on a small hand-made sweep result.
+(``dispatch.tuning.write_tuning`` through ``perf/sweep.py --write-tuning``), on a small hand-made
+sweep result.
 
 The hand-made result (``SWEEP``): DeepSeek-V3's shape with cute-dot fastest at M = 1..4,
 cute-mma at 8..32 and cublas from 64, so the windows are cute-dot [0, 5], cute-mma [6, 45],
 cublas [46, inf] (boundaries halfway in log space: isqrt(4 * 8) = 5, isqrt(32 * 64) = 45) and
 torch, the last tier, is left to catch the rest; and MiniMax-M2's fp32 weights, where only
 cute-dot and torch run and torch takes over from M = 64. Rows the writer must ignore are mixed
-in: PDL off, the dispatcher's own, a failed point.
+in: PDL off, the dispatcher's own, a failed point, chain rows (the table is for back-to-back
+calls as the dispatcher launches them).
 """
 
 import json
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -20,9 +23,8 @@ import dispatch
 from cute_kernels import presets
 from dispatch import environment, tiers, tuning
 from dispatch.ops import router_gemm as router
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "perf"))
-import sweep  # noqa: E402
+from perf import results, sweep
+from perf.benches import BENCHES
 
 INF = tuning.NO_LIMIT
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -51,6 +53,8 @@ def sweep_rows():
     rows += [row("deepseek-v3", 7168, 256, "bfloat16", m, "cute-dot", False, 0.5) for m in MS]  # PDL off
     rows += [row("deepseek-v3", 7168, 256, "bfloat16", m, "dispatch", True, 0.5, tier="cute-dot") for m in MS]
     rows.append(row("deepseek-v3", 7168, 256, "bfloat16", 64, "cute-mma", True, None, error="RuntimeError: boom"))
+    rows += [row("deepseek-v3", 7168, 256, "bfloat16", m, tier, tier.startswith("cute"), 0.1, mode="chain")
+             for m in MS for tier in ("torch", "cublas")]  # fastest everywhere, but in a chain
     return rows
 
 
@@ -178,8 +182,28 @@ def test_best_windows_gives_each_tier_one_window():
     # cute-dot is fastest at M = 1, 2 and, by 1%, at 8; one window each: the 1% is given up
     times = {1: {"dot": 3.0, "mma": 4.0}, 2: {"dot": 3.0, "mma": 4.0}, 4: {"dot": 5.0, "mma": 4.0},
              8: {"dot": 4.95, "mma": 5.0}, 16: {"dot": 8.0, "mma": 5.0}}
-    assert sweep.best_windows(times) == {"dot": (0, 2), "mma": (3, None)}
+    assert tuning.best_windows(times) == {"dot": (0, 2), "mma": (3, None)}
     # a single measured M, and a tier missing where it did not run
-    assert sweep.best_windows({16: {"dot": 1.0}}) == {"dot": (0, None)}
-    assert sweep.best_windows({1: {"dot": 1.0}, 2: {"mma": 1.0}, 3: {"dot": 2.0, "mma": 1.0}}) == {
+    assert tuning.best_windows({16: {"dot": 1.0}}) == {"dot": (0, None)}
+    assert tuning.best_windows({1: {"dot": 1.0}, 2: {"mma": 1.0}, 3: {"dot": 2.0, "mma": 1.0}}) == {
         "dot": (0, 1), "mma": (2, None)}
+
+
+def test_the_sweep_reads_tier_times_for_the_writer(sweep_file):
+    m = results.measured(sweep_file)
+    assert (m.op, m.arch, m.timed) == ("router_gemm", "sm_90a", {"cute-dot", "cute-mma", "cublas", "torch"})
+    dsv3 = m.times[("bfloat16", "bfloat16"), (7168, 256)]
+    assert dsv3[1] == {"cute-dot": [3.0], "cute-mma": [4.0], "cublas": [8.0], "torch": [20.0]}
+    assert dsv3[64]["cute-mma"] == [10.0]  # its failed row there adds nothing
+
+
+def test_make_tuning_rewrites_the_shipped_table_unchanged(tmp_path):
+    """The committed table is what the committed sweeps give (``make tuning``'s command)."""
+    table = tmp_path / "tuning.json"
+    table.write_text(tuning.TABLE_PATH.read_text())
+    sweeps = [results.RESULTS / BENCHES[op].file for op in ("router_gemm", "norm_router_gemm")]
+    out = subprocess.run([sys.executable, str(results.ROOT / "perf" / "sweep.py"), "--write-tuning",
+                          *map(str, sweeps), "--table", str(table)], capture_output=True, text=True,
+                         cwd=results.ROOT)
+    assert out.returncode == 0, out.stderr
+    assert table.read_text() == tuning.TABLE_PATH.read_text()

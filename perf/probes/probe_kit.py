@@ -1,12 +1,11 @@
 """What the config probes here share: compile a list of kernel configs ahead of time on every
 core of the GPU host, then load them from there (so timing never waits on a JIT compile); check
 and time one router config."""
-import pathlib, sys, tempfile, time
+import pathlib, tempfile, time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
-import torch  # noqa: E402
-import cute_kernels  # noqa: E402
-from cute_kernels import aot, compile as ck, timing  # noqa: E402
+import torch
+import cute_kernels
+from cute_kernels import aot, compile as ck, timing
 
 
 def compile_all(kernels, arch: str = "sm_90a", workers: int = 16) -> None:

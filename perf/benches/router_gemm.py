@@ -6,47 +6,29 @@ One implementation per dispatcher tier, plus the dispatcher itself:
 - ``torch``: fp32 ``F.linear`` without TF32, the path for fp32 weights;
 - ``dispatch``: ``dispatch.router_gemm`` with the shipped tuning table; its rows name the tier it ran;
 - ``flashinfer``: FlashInfer's router GEMM for its shapes at M <= 16, only where it is installed.
-Speedups are over ``cublas`` where it runs, else ``torch``. Also measured: the PDL chain (a
-producer kernel writing x, then the router) for DeepSeek-V3 at M = 1 and 16.
+Each in modes b2b and chain (the producer writes x). Speedups are over ``cublas`` where it runs,
+else ``torch``. Also measured: the chain after a producer that releases its dependents early,
+for DeepSeek-V3 at M = 1 and 16 through the dispatcher (``meta.chain_after_early_release_us``).
 
-    python perf/bench_router_gemm.py [sweep options]   # = python perf/sweep.py --op router_gemm
+    python -m perf.benches router_gemm [sweep options]   # = python perf/sweep.py --op router_gemm
 """
 
-import pathlib
-import statistics
-import sys
 import traceback
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere, installed or not
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+from cute_kernels import presets, timing
+from dispatch.ops import router_gemm as router
+from perf.bench import B2B, CHAIN, Bench, Case, Impl
+from perf.benches import host_overhead
 
-from cute_kernels import presets, timing  # noqa: E402
-from dispatch.ops import router_gemm as router  # noqa: E402
-
-OP = FILE = "router_gemm"
-SIZE = "M"
+OP = "router_gemm"
 SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 POINT = ("preset", "H", "E", "x_dtype", "w_dtype", "out_dtype", "bias", "M")
 QUICK_PRESETS = ["deepseek-v3", "minimax-m2", "gpt-oss-120b"]  # bf16; fp32 weights; bias + bf16 out
 QUICK_SIZES = [1, 16, 128]
-IMPLS = [("cute-dot", True), ("cute-mma", True), ("cublas", False), ("torch", False), ("dispatch", True),
-         ("flashinfer", True)]
-PDL_IMPLS = ("cute-dot", "cute-mma", "flashinfer")
-BASELINES = ("cublas", "torch")
-TIERS = {("cute-dot", True): "cute-dot", ("cute-mma", True): "cute-mma", ("cublas", False): "cublas",
-         ("torch", False): "torch"}
-DESCRIPTIONS = {
-    "cute-dot": "cute_kernels.router_gemm(variant='dot')",
-    "cute-mma": "cute_kernels.router_gemm(variant='mma')",
-    "cublas": "dispatch tier cublas: torch.mm(x, W.T, out_dtype=float32) (+ bias)",
-    "torch": "dispatch tier torch: F.linear in fp32, no TF32",
-    "dispatch": "dispatch.router_gemm with the shipped tuning table (row field 'tier': the tier it ran)",
-    "flashinfer": "flashinfer.gemm.mm_M1_16_K<H>_N<E>[_bf16] (specialised shapes, M <= 16)",
-}
 DT = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DISPATCH = "with the shipped tuning table (row field 'tier': the tier it ran)"
 
 
 def points(preset_names=None, shapes=None, sizes=None, quick=False) -> list:
@@ -72,6 +54,7 @@ def series(point) -> str:
 
 
 def tuning_key(point):
+    """The dispatcher's tuning key (dispatch/tuning.py): (x, weight) dtypes and (H, E)."""
     return (point["x_dtype"], point["w_dtype"]), (point["H"], point["E"])
 
 
@@ -151,91 +134,89 @@ def _call(impl: str, pdl: bool, point):
     return lambda x, w, b, out: tier(x, w, b, out_dtype, out)
 
 
-def measure(impl: str, pdl: bool, point, replays: int) -> dict:
-    """Cold and hot us per call (``timing.time_per_call``), outputs poisoned and checked."""
+def poison_outputs(*outputs):
+    """``poison(inputs)`` that fills the outputs at these positions of an input set with NaN."""
+    def poison(inputs):
+        for i in outputs:
+            inputs[i].fill_(float("nan"))
+    return poison
+
+
+def check_close(what: str, got, want, limit: float) -> None:
+    """Raises when ``got``'s relative Frobenius error against ``want`` exceeds ``limit`` (or is NaN)."""
+    want = want.double()
+    err = (torch.linalg.norm(got.double() - want) / torch.linalg.norm(want)).item()
+    if not err <= limit:
+        raise AssertionError(f"{what}: relative error {err:.3g}")
+
+
+def case(impl: str, pdl: bool, point) -> Case:
+    """The call, outputs poisoned and checked against the spec; the dispatcher's tier named."""
     import dispatch
     from cute_kernels import reference
 
     out_dtype = DT[point["out_dtype"]]
-
-    def poison(inputs):
-        inputs[3].fill_(float("nan"))
+    limit = 1e-5 if out_dtype == torch.float32 else 1e-2  # bf16 out: rounding, not a wrong sum
 
     def check(inputs):
         x, w, b, out = inputs
-        exact = reference.router_gemm(x, w, b, out_dtype=torch.float32).double()
-        err = (torch.linalg.norm(out.double() - exact) / torch.linalg.norm(exact)).item()
-        limit = 1e-5 if out_dtype == torch.float32 else 1e-2  # bf16 out: rounding, not a wrong sum
-        if not err <= limit:
-            raise AssertionError(f"{OP} {point['preset']} M={point['M']} {impl} pdl={pdl}: relative error {err:.3g}")
+        check_close(f"{OP} {point['preset']} M={point['M']} {impl} pdl={pdl}", out,
+                    reference.router_gemm(x, w, b, out_dtype=torch.float32), limit)
 
-    result = timing.time_per_call(make_inputs(point), _call(impl, pdl, point), bytes_per_call=bytes_per_call(point),
-                                  replays=replays, poison=poison, check=check)
+    tier = None
     if impl == "dispatch":
         x, w, b, _ = make_inputs(point)()
-        result["tier"] = dispatch.explain(OP, x, w, b, out_dtype=out_dtype).tier
-    return result
+        tier = dispatch.explain(OP, x, w, b, out_dtype=out_dtype).tier
+    return Case(make_inputs(point), _call(impl, pdl, point), poison_outputs(3), check, tier)
 
 
-def pdl_chain(m: int, producer: str, replays: int, pairs: int = 64) -> float:
-    """us per router call in a graph of [producer writes x -> router(x)] pairs, minus the
-    graph of producers alone (benchmarking.md). ``producer``: "torch" (an elementwise copy
-    into x) or "early-release" (cute_kernels.pack_topk writing x's bytes: a PDL kernel that
-    releases its dependents before it works)."""
+def _early_release_producer(inputs):
+    """A PDL kernel that releases its dependents before it works: cute_kernels.pack_topk writing
+    x's bytes as int32 words (x's values are then garbage, so nothing is checked)."""
     import cute_kernels
 
-    make = make_inputs(points(["deepseek-v3"], sizes=[m])[0])
-    sets = [make() for _ in range(pairs)]
-    n = m * 7168 // 2  # int32 words in x
-    k = 8 if n % 8 == 0 else 1
-    srcs = [(torch.randint(0, 256, (n // k, k), dtype=torch.int32, device="cuda"),
-             torch.rand(n // k, k, device="cuda"), torch.randn(m, 7168, device="cuda").to(torch.bfloat16))
-            for _ in range(pairs)]
-
-    def produce(x, src):
-        if producer == "torch":
-            x.copy_(src[2])
-        else:
-            cute_kernels.pack_topk(src[0], src[1], out=x.view(torch.int32).view(n // k, k))
-
-    def graph(with_router: bool):
-        for (x, w, b, out), src in zip(sets[:2], srcs[:2]):  # warm up outside the capture
-            produce(x, src)
-            cute_kernels.router_gemm(x, w, out=out)
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for (x, w, b, out), src in zip(sets, srcs):
-                produce(x, src)
-                if with_router:
-                    cute_kernels.router_gemm(x, w, out=out)
-        return statistics.median(timing._replay_ms(g, replays))
-
-    return (graph(True) - graph(False)) / pairs * 1e3
+    words = inputs[0].view(torch.int32)
+    k = 8 if words.numel() % 8 == 0 else 1
+    out = words.view(-1, k)
+    ids = torch.randint(0, 256, out.shape, dtype=torch.int32, device=out.device)
+    weights = torch.rand(out.shape, device=out.device)
+    return lambda: cute_kernels.pack_topk(ids, weights, out=out)
 
 
 def extra_meta(pts, replays: int) -> dict:
-    """The eager host cost at M = 1, DeepSeek-V3 shape (``bench_host_overhead``), and, when the
-    sweep covers DeepSeek-V3, the PDL chain (a failed chain is left out)."""
-    import bench_host_overhead
-
-    overhead = bench_host_overhead.router_overhead()
+    """The eager host cost at M = 1, DeepSeek-V3 shape (``host_overhead``), and, when the sweep
+    covers DeepSeek-V3, the dispatcher's chain after an early-release producer at M = 1 and 16
+    (beside its chain rows, whose producer never releases early; a failed figure is left out)."""
+    overhead = host_overhead.router_overhead()
     print(f"eager overhead per call at M=1 (us): {overhead}", flush=True)
     meta = {"eager_overhead_us": overhead}
     if "deepseek-v3" not in {p["preset"] for p in pts}:
         return meta
     chain = {}
-    for m in (1, 16):
-        for producer in ("torch", "early-release"):
-            try:
-                chain[f"M={m} {producer}"] = round(pdl_chain(m, producer, replays), 3)
-            except Exception:  # noqa: BLE001 - the sweep's rows matter more than this figure
-                traceback.print_exc()
-    print(f"PDL chain, DeepSeek-V3 router per call (us): {chain}", flush=True)
-    return {**meta, "pdl_chain_us": chain}
+    for point in points(["deepseek-v3"], sizes=[1, 16]):
+        try:
+            c = case("dispatch", True, point)
+            r = timing.time_per_call(c.make, c.call, bytes_per_call=bytes_per_call(point), replays=replays,
+                                     producer=_early_release_producer)
+            chain[f"M={point['M']}"] = round(r["cold_us"], 3)
+        except Exception:  # noqa: BLE001 - the sweep's rows matter more than this figure
+            traceback.print_exc()
+    print(f"chain after an early-release producer, DeepSeek-V3 router per call (us): {chain}", flush=True)
+    return {**meta, "chain_after_early_release_us": chain}
 
 
-if __name__ == "__main__":
-    from sweep import main
-
-    sys.exit(main(["--op", OP, *sys.argv[1:]]))
+BENCH = Bench(
+    op=OP, size="M", point_fields=POINT,
+    impls=(
+        Impl("cute-dot", "cute_kernels.router_gemm(variant='dot')", pdl=True, pdl_off=True),
+        Impl("cute-mma", "cute_kernels.router_gemm(variant='mma')", pdl=True, pdl_off=True),
+        Impl("cublas", "dispatch tier cublas: torch.mm(x, W.T, out_dtype=float32) (+ bias)"),
+        Impl("torch", "dispatch tier torch: F.linear in fp32, no TF32"),
+        Impl("dispatch", f"dispatch.router_gemm {DISPATCH}", pdl=True),
+        Impl("flashinfer", "flashinfer.gemm.mm_M1_16_K<H>_N<E>[_bf16] (specialised shapes, M <= 16)", pdl=True,
+             pdl_off=True, peer=True),
+    ),
+    baselines=("cublas", "torch"), inputs=("x", "w", "b", "out"), main_input="x", modes=(B2B, CHAIN),
+    points=points, series=series, tuning_key=tuning_key, bytes_per_call=bytes_per_call, case=case,
+    unavailable=unavailable, extra_meta=extra_meta, normalise=normalise,
+)

@@ -2,14 +2,14 @@
 (round 1 ran against the kernel of that day, whose stages could be reused; configs whose share of H
 does not fit are now left out).
 Compiles every config first with one process per core (cute_kernels.aot), then times them.
-    python perf/results/h100/experiments/dot_v2_probe.py OUT_DIR [--round2 | --round3]
+    python -m perf.probes.dot_v2_probe OUT_DIR [--round2 | --round3]
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools, sys
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
+from cute_kernels.kernels import router_gemm as router_family
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import bridge, ops, timing
 from cute_kernels.kernels.router_gemm import RouterGemm
 
@@ -43,37 +43,37 @@ ROUTER, FUSED, MMA = {"--round2": (ROUND2, FUSED2, MMA2), "--round3": (ROUND3, F
 
 
 def router_cfgs(h, e, w, out, bias, m, grid):
-    pick = ops.router_gemm_kernel(BF, w, out, bias, m, h, e, "dot", True)
+    pick = router_family.pick(BF, w, out, bias, m, h, e, "dot", True)
     cfgs = [pick]
     for et, s, wp in itertools.product(*grid):
         c = RouterGemm(BF, w, out, bias, "dot", et, pick.m_tile, s, 1, True, wp)
-        cfgs.append(dataclasses.replace(c, stages=ops.router_stages(c, h)))
+        cfgs.append(dataclasses.replace(c, stages=router_tiling.stages_for(c, h)))
     return pick, list(dict.fromkeys(c for c in cfgs if c.stages >= 1))
 
 
 def mma_cfgs(h, e, m, grid):
-    pick = ops.router_gemm_kernel(BF, BF, F32, None, m, h, e, "mma", True)
+    pick = router_family.pick(BF, BF, F32, None, m, h, e, "mma", True)
     cfgs = [pick]
     for et, s in itertools.product(*grid):
         c = dataclasses.replace(pick, e_tile=et, split_k=s, stages=1)
-        cfgs.append(dataclasses.replace(c, stages=max(2, ops.router_stages(c, h))))
+        cfgs.append(dataclasses.replace(c, stages=max(2, router_tiling.stages_for(c, h))))
     return pick, list(dict.fromkeys(cfgs))
 
 
 def fused_cfgs(h, e, m, grid):
-    pick = ops.norm_router_gemm_kernel(BF, BF, BF, F32, m, h, e, True)
+    pick = router_family.pick_norm(BF, BF, BF, F32, m, h, e, True)
     cfgs = [pick]
     if pick.variant == "mma":  # the dot variant's own pick at this M, beside the grid
-        pick_dot = ops.norm_router_gemm_kernel(BF, BF, F32, F32, m, h, e, True)
+        pick_dot = router_family.pick_norm(BF, BF, F32, F32, m, h, e, True)
         pick = dataclasses.replace(pick, variant="dot", e_tile=pick_dot.e_tile, m_tile=pick_dot.m_tile, split_k=1,
                                    consumer_warps=8, stages=1)
-        cfgs.append(dataclasses.replace(pick, stages=ops.router_stages(pick, h)))
+        cfgs.append(dataclasses.replace(pick, stages=router_tiling.stages_for(pick, h)))
         pick = cfgs[0]
     for et, s, wp in itertools.product(*grid):
         c = dataclasses.replace(pick, variant="dot", e_tile=et, split_k=s, consumer_warps=wp, stages=1,
-                                m_tile=ops.router_m_tile("dot", m))
+                                m_tile=router_tiling.m_tile_for("dot", m))
         c = dataclasses.replace(c, consumer_warps=min(wp, c.k_tiles_per_cta(h)))
-        cfgs.append(dataclasses.replace(c, stages=ops.router_stages(c, h)))
+        cfgs.append(dataclasses.replace(c, stages=router_tiling.stages_for(c, h)))
     return pick, list(dict.fromkeys(c for c in cfgs if c.stages >= 1))
 
 

@@ -1,8 +1,11 @@
-"""Temporary probe: cold time of explicit router / fused-norm configs beside the heuristic's."""
-import dataclasses, itertools, sys, pathlib
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+"""Temporary probe: cold time of explicit router / fused-norm configs beside the heuristic's.
+    python -m perf.probes.router_configs_probe
+"""
+import dataclasses, itertools
 import torch
 import cute_kernels
+from cute_kernels.kernels import router_gemm as router_family
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import bridge, ops, timing
 from cute_kernels.kernels.router_gemm import RouterGemm
 dev = torch.device("cuda")
@@ -11,14 +14,14 @@ def bench(make, call, bpc):
     return timing.time_per_call(make, call, bytes_per_call=bpc, replays=15)["cold_us"]
 
 def router(h, e, m):
-    pick = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, h, e, "dot", True)
+    pick = router_family.pick("bfloat16", "bfloat16", "float32", None, m, h, e, "dot", True)
     make = lambda: (torch.randn(m, h, device=dev, dtype=torch.bfloat16), torch.randn(e, h, device=dev, dtype=torch.bfloat16),
                     torch.empty(m, e, device=dev))
     res = []
     for e_tile, split_k, warps in itertools.product((4, 8, 16, 32), (2, 4, 8), (4, 8)):
         if e_tile % warps: continue
         cfg = RouterGemm("bfloat16", "bfloat16", "float32", None, "dot", e_tile, pick.m_tile, split_k, 1, True, warps)
-        cfg = dataclasses.replace(cfg, stages=max(1, ops.router_stages(cfg, h)))
+        cfg = dataclasses.replace(cfg, stages=max(1, router_tiling.stages_for(cfg, h)))
         t = bench(make, lambda x, w, o, cfg=cfg: cute_kernels.router_gemm(x, w, out=o, config=cfg), e * h * 2)
         res.append((t, cfg == pick, e_tile, split_k, warps, cfg.stages))
     res.sort()
@@ -27,7 +30,7 @@ def router(h, e, m):
         print("  %s %.2f e%d s%d w%d st%d" % ("*" if r[1] else " ", r[0], *r[2:]), flush=True)
 
 def fused(h, e, m):
-    pick = ops.norm_router_gemm_kernel("bfloat16", "bfloat16", "bfloat16", "float32", m, h, e, True)
+    pick = router_family.pick_norm("bfloat16", "bfloat16", "bfloat16", "float32", m, h, e, True)
     make = lambda: (torch.randn(m, h, device=dev, dtype=torch.bfloat16), torch.randn(e, h, device=dev, dtype=torch.bfloat16),
                     torch.rand(1, h, device=dev, dtype=torch.bfloat16), torch.empty(m, e, device=dev),
                     torch.empty(m, h, device=dev, dtype=torch.bfloat16))
@@ -37,7 +40,7 @@ def fused(h, e, m):
         if e_tile % warps: continue
         cfg = dataclasses.replace(pick, e_tile=e_tile, split_k=split_k, consumer_warps=warps, m_tile=m_tile, stages=1)
         cfg = dataclasses.replace(cfg, k_slots=-(-(-(-h // cfg.k_tile)) // split_k))
-        st = ops.router_stages(cfg, h)
+        st = router_tiling.stages_for(cfg, h)
         if st < 1: continue
         cfg = dataclasses.replace(cfg, stages=st)
         fn = bridge.compiled(cfg, dev)

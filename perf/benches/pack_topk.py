@@ -1,34 +1,23 @@
 """Top-k pack: what ``perf/sweep.py --op pack_topk`` times, per (ids, weights) dtype pair x T:
-cute_kernels (PDL on and off) against the torch composite (the spec). Presets (``--preset``)
-and ``--shape K`` set k (default 8).
+the dispatcher's tiers ``cute`` (cute_kernels, PDL on and off) and ``torch`` (the composite of
+the spec). Presets (``--preset``) and ``--shape K`` set k (default 8). The chain's producer
+writes the weights (in a model the last kernel before the pack normalises them).
 
-    python perf/bench_pack_topk.py [sweep options]   # = python perf/sweep.py --op pack_topk
+    python -m perf.benches pack_topk [sweep options]   # = python perf/sweep.py --op pack_topk
 """
 
-import pathlib
-import sys
+import torch
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere, installed or not
-    sys.path.insert(0, str(ROOT))
+from cute_kernels import presets, timing
+from perf.bench import ALONE, B2B, Bench, Case, Impl, rename_impls
 
-import torch  # noqa: E402
-
-from cute_kernels import presets, timing  # noqa: E402
-
-OP = FILE = "pack_topk"
-SIZE = "T"
+OP = "pack_topk"
 SIZES = [1, 4, 16, 64, 256, 1024, 4096, 16384]
 QUICK_SIZES = [1, 64, 4096]
 POINT = ("T", "k", "ids_dtype", "weights_dtype")
 K = 8
 NUM_IDS = 256  # ids drawn from [0, NUM_IDS), as with a 256-expert router
 DTYPE_PAIRS = [("int32", "float32"), ("int64", "float32"), ("int32", "bfloat16")]
-IMPLS = [("cute_kernels", True), ("cute_kernels", False), ("torch", False)]
-PDL_IMPLS = ("cute_kernels",)
-BASELINES = ("torch",)
-TIERS = {("cute_kernels", True): "cute", ("torch", False): "torch"}
-DESCRIPTIONS = {"cute_kernels": "cute_kernels.pack_topk", "torch": "cute_kernels.reference.pack_topk (the spec)"}
 # Any packed value has the id in its top 16 bits; ids < 256 keep it non-negative, so -1 can
 # never be a real output and a slot still holding it means the kernel did not write there.
 SENTINEL = -1
@@ -68,32 +57,25 @@ def _make_inputs(point, with_out):
     return make
 
 
-def measure(impl: str, pdl: bool, point, replays: int) -> dict:
-    """Cold and hot us per call (``timing.time_per_call``); the kernel's output poisoned and checked."""
+def case(impl: str, pdl: bool, point) -> Case:
+    """The call; the kernel's output poisoned and checked against the spec."""
     import cute_kernels
     from cute_kernels import reference
 
-    if impl == "cute_kernels":
-        make = _make_inputs(point, with_out=True)
+    if impl == "torch":  # the reference is the spec and allocates its own output: nothing to check
+        return Case(_make_inputs(point, with_out=False), reference.pack_topk)
 
-        def call(ids, weights, out):
-            cute_kernels.pack_topk(ids, weights, out=out, pdl=pdl)
+    def poison(inputs):
+        inputs[2].fill_(SENTINEL)
 
-        def poison(inputs):
-            inputs[2].fill_(SENTINEL)
+    def check(inputs):
+        ids, weights, out = inputs
+        bad = (out != reference.pack_topk(ids, weights)).sum().item()
+        if bad:
+            raise AssertionError(f"{OP} {series(point)} T={point['T']} pdl={pdl}: {bad} wrong values")
 
-        def check(inputs):
-            ids, weights, out = inputs
-            if not torch.equal(out, reference.pack_topk(ids, weights)):
-                bad = (out != reference.pack_topk(ids, weights)).sum().item()
-                raise AssertionError(f"{OP} {series(point)} T={point['T']} pdl={pdl}: {bad} wrong values")
-    else:
-        # The reference is the spec and allocates its own output: nothing to poison or check.
-        make = _make_inputs(point, with_out=False)
-        call, poison, check = reference.pack_topk, None, None
-
-    return timing.time_per_call(make, call, bytes_per_call=bytes_per_call(point), replays=replays,
-                                poison=poison, check=check)
+    return Case(_make_inputs(point, with_out=True),
+                lambda ids, weights, out: cute_kernels.pack_topk(ids, weights, out=out, pdl=pdl), poison, check)
 
 
 def extra_meta(pts, replays: int) -> dict:
@@ -113,7 +95,13 @@ def extra_meta(pts, replays: int) -> dict:
                     "call (77 KB on H100) the rotation covers less than 3x L2 (see l2_multiple)"}
 
 
-if __name__ == "__main__":
-    from sweep import main
-
-    sys.exit(main(["--op", OP, *sys.argv[1:]]))
+BENCH = Bench(
+    op=OP, size="T", point_fields=POINT,
+    impls=(
+        Impl("cute", "cute_kernels.pack_topk (the dispatcher's cute tier)", pdl=True, pdl_off=True),
+        Impl("torch", "cute_kernels.reference.pack_topk (the spec; the dispatcher's torch tier)"),
+    ),
+    baselines=("torch",), inputs=("ids", "weights"), main_input="weights", modes=(B2B, ALONE),
+    points=points, series=series, tuning_key=tuning_key, bytes_per_call=bytes_per_call, case=case,
+    extra_meta=extra_meta, normalise=rename_impls({"cute_kernels": "cute"}),  # the cute tier's earlier name
+)

@@ -3,7 +3,7 @@ breakdown of the dispatched router GEMM's call. Each figure is ``timing.eager_ov
 back-to-back eager calls, one synchronize, divided by N; the GPU work is far shorter than the
 host's, so the figure is the host's.
 
-    python perf/bench_host_overhead.py --out perf/results/h100      # GPU
+    python -m perf.benches host_overhead --out perf/results/h100      # GPU
 
 Writes <out>/host_overhead.json (``{"meta", "rows"}``; a row: ``call``, ``kind`` ("op", or
 "part" of the dispatched router GEMM's call, or "host": one bare torch launch, the yardstick
@@ -15,14 +15,10 @@ import pathlib
 import platform
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere, installed or not
-    sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from cute_kernels import presets, timing  # noqa: E402
+from cute_kernels import presets, timing
 
 N = 2000
 BF16, FP32 = torch.bfloat16, torch.float32
@@ -120,8 +116,8 @@ def main(argv=None) -> int:
 
     meta = timing.device_meta()
     meta.update(arch=environment.device_arch(torch.device("cuda")), python=platform.python_version(),
-                command=" ".join(["python", "perf/bench_host_overhead.py", *argv]), tuning_source=tuning.table()[0],
-                op="host_overhead", calls_per_figure=N)
+                command=" ".join(["python", "-m", "perf.benches", "host_overhead", *argv]),
+                tuning_source=tuning.table()[0], op="host_overhead", calls_per_figure=N)
     rows = measure()
     for row in rows:
         print(f"{row['kind']:<5} {row['call']:<62} {row['us']:>7.2f} us", flush=True)
@@ -129,7 +125,3 @@ def main(argv=None) -> int:
     timing.write_results(path, meta, rows)
     print(f"wrote {path} and {path.with_suffix('.csv').name}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,12 +2,10 @@
 (DeepSeek-V4-Pro 7168 x 384, bf16, M = 16 or the first argument), each launched once inside an
 NVTX range "probe":
     ncu --clock-control none --set full --nvtx --nvtx-include "probe/" -k regex:kernel_cutlass \\
-        -o fused python perf/results/h100/experiments/fused_vs_plain_ncu.py
+        -o fused python -m perf.probes.fused_vs_plain_ncu
 then ncu_csv_summary.py over the report's CSV pages.
 """
-import pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import sys
 import torch
 import cute_kernels
 

@@ -4,16 +4,16 @@ with 0 or 2 TMA descriptors built by the host function, with PDL, with an 8-CTA 
 them a TVM-FFI no-op with the same tensors, the project's own compiled functions, an allocation
 and a bare torch launch. Each figure: us per call over 2000 back-to-back calls and one sync;
 three interleaved rounds, median.
-    python perf/results/h100/experiments/host_launch_probe.py
+    python -m perf.probes.host_launch_probe
 """
-import pathlib, statistics, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import statistics
 import torch
 import tvm_ffi
 import cutlass
 import cutlass.cute as cute
 from cutlass.cute.nvgpu import cpasync
+from cute_kernels.kernels import router_gemm as router_family
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import bridge, ops, timing
 from cute_kernels.kernels.common import fake_stream, fake_tensor
 
@@ -84,7 +84,7 @@ def main():
         calls[name] = (lambda fn=fn, n=n: fn(*five[:n]))
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
     for variant in ("dot", "mma"):
-        kern = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, 1, H, E, variant, True, sms)
+        kern = router_family.pick("bfloat16", "bfloat16", "float32", None, 1, H, E, variant, True, sms)
         fn = bridge.compiled(kern, dev)
         calls[f"router {variant} compiled function ({kern.split_k}-way {kern.reduce}), {type(fn).__name__}"] = (
             lambda fn=fn: fn(x, w, b, out, ws))

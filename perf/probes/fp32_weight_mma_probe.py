@@ -2,12 +2,13 @@
 exact bf16 parts) for MiniMax-M2 (3072 x 256) and MiniMax-M3 (6144 x 128). Per M: the
 heuristic's pick and expert tiles 16-64 x token tiles 8-64 x a 4- or 8-way cluster split of H,
 cold and hot, PDL on, each checked against the float64 product first:
-    python perf/results/h100/experiments/fp32_weight_mma_probe.py
+    python -m perf.probes.fp32_weight_mma_probe
 """
-import dataclasses, itertools, pathlib, sys
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
+import dataclasses, itertools
 import torch
-import probe_kit
+from perf.probes import probe_kit
+from cute_kernels.kernels import router_gemm as router_family
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import ops
 
 dev = torch.device("cuda")
@@ -17,13 +18,13 @@ SHAPES = [(name, h, e, m) for name, h, e in (("minimax-m2", 3072, 256), ("minima
 
 
 def configs(h, e, m):
-    pick = ops.router_gemm_kernel(BF, F32, F32, None, m, h, e, "mma", True)
+    pick = router_family.pick(BF, F32, F32, None, m, h, e, "mma", True)
     cfgs = [pick]
     for et, mt, split in itertools.product((16, 32, 64), (8, 16, 32, 64), (4, 8)):
         if mt > max(8, m) or (mt < m and mt < 16):
             continue
         c = dataclasses.replace(pick, e_tile=et, m_tile=mt, split_k=split, stages=1)
-        if stages := ops.router_stages(c, h):
+        if stages := router_tiling.stages_for(c, h):
             cfgs.append(dataclasses.replace(c, stages=stages))
     return pick, list(dict.fromkeys(cfgs))
 

@@ -1,27 +1,21 @@
 """SiLU*Mul + FP8 group quant: what ``perf/sweep.py --op silu_mul_quant_fp8`` times, per
-(T, H, group size, scale layout): cute_kernels (PDL on and off), torch eager, torch.compile.
+(T, H, group size, scale layout): the dispatcher's tiers ``cute`` (cute_kernels, PDL on and off)
+and ``torch``, and torch.compile.
 
 torch eager runs ``torch_baseline`` below (the spec's fp32 math without its argument checks, and
 capturable in a CUDA graph); torch.compile compiles the same function. Speedups are over
-torch.compile. Presets (``--preset``) sweep H = the preset's moe_intermediate_size.
+torch.compile. Presets (``--preset``) sweep H = the preset's moe_intermediate_size. The chain's
+producer writes x (the gate/up GEMM's output).
 
-    python perf/bench_silu_mul_quant.py [sweep options]   # = python perf/sweep.py --op silu_mul_quant_fp8
+    python -m perf.benches silu_mul_quant_fp8 [sweep options]   # = python perf/sweep.py --op silu_mul_quant_fp8
 """
 
-import pathlib
-import sys
+import torch
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere, installed or not
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from cute_kernels import presets, timing  # noqa: E402
+from cute_kernels import presets
+from perf.bench import ALONE, B2B, Bench, Case, Impl, rename_impls
 
 OP = "silu_mul_quant_fp8"
-FILE = "silu_mul_quant"
-SIZE = "T"
 SIZES = [16, 256, 4096, 16384, 32768]
 POINT = ("T", "H", "group_size", "scale_layout", "ue8m0")
 FP8_MAX = 448.0
@@ -30,15 +24,6 @@ DEFAULT = ([(t, 2048, 128, "row") for t in SIZES] + [(t, h, 128, "row") for h in
            + [(t, 2048, 64, "row") for t in (16, 4096)] + [(t, 2048, 128, "col") for t in (16, 4096)])
 QUICK = [(16, 2048, 128, "row"), (4096, 2048, 128, "row"), (4096, 2048, 64, "col")]
 QUICK_SIZES = [16, 4096]
-IMPLS = [("cute_kernels", True), ("cute_kernels", False), ("torch", False), ("torch_compile", False)]
-PDL_IMPLS = ("cute_kernels",)
-BASELINES = ("torch_compile", "torch")
-TIERS = {("cute_kernels", True): "cute", ("torch", False): "torch"}
-DESCRIPTIONS = {
-    "cute_kernels": "cute_kernels.silu_mul_quant_fp8",
-    "torch": "torch_baseline eager (fp32 torch, the spec's math)",
-    "torch_compile": "torch.compile(torch_baseline), mode default, dynamic=False",
-}
 
 
 def _point(T, H, G, layout) -> dict:
@@ -110,8 +95,9 @@ def check_against_spec(x, q, s, G, layout, what):
         raise AssertionError(f"{what}: q differs from the spec by more than one e4m3 step (or was not written)")
 
 
-def measure(impl: str, pdl: bool, point, replays: int) -> dict:
-    """Cold and hot us per call (``timing.time_per_call``); the kernel's outputs poisoned and checked."""
+def case(impl: str, pdl: bool, point) -> Case:
+    """The call; the kernel's outputs poisoned and checked against the spec (torch.compile's
+    result checked once, when it compiles)."""
     import cute_kernels
 
     T, H, G, layout = point["T"], point["H"], point["group_size"], point["scale_layout"]
@@ -120,40 +106,34 @@ def measure(impl: str, pdl: bool, point, replays: int) -> dict:
     def make_x():
         return torch.randn(T, 2 * H, device="cuda", dtype=torch.bfloat16) * 2
 
-    if impl == "cute_kernels":
+    if impl == "cute":
         def make():
             s = torch.empty_strided((T, H // G), (H // G, 1) if layout == "row" else (1, T), device="cuda")
             return make_x(), torch.empty(T, H, dtype=torch.float8_e4m3fn, device="cuda"), s
-
-        def call(x, q, s):
-            cute_kernels.silu_mul_quant_fp8(x, G, scale_layout=layout, out=q, scales=s, pdl=pdl)
 
         def poison(inputs):
             inputs[1].view(torch.uint8).fill_(0x7F)  # fp8 NaN
             inputs[2].fill_(float("nan"))
 
-        def check(inputs):
-            check_against_spec(*inputs, G, layout, what)
-    else:
-        fn = torch_baseline if impl == "torch" else compiled_baseline()
-
-        def make():
-            return (make_x(),)
-
-        def call(x):
-            fn(x, G, layout)
-
-        if impl == "torch_compile":  # compile before timing; a failure raises here and is recorded
-            x0 = make_x()
-            q, s = fn(x0, G, layout)
-            check_against_spec(x0, q, s, G, layout, what)
-        poison = check = None
-
-    return timing.time_per_call(make, call, bytes_per_call=bytes_per_call(point), replays=replays,
-                                poison=poison, check=check)
+        return Case(make, lambda x, q, s: cute_kernels.silu_mul_quant_fp8(x, G, scale_layout=layout, out=q, scales=s,
+                                                                          pdl=pdl),
+                    poison, lambda inputs: check_against_spec(*inputs, G, layout, what))
+    fn = torch_baseline if impl == "torch" else compiled_baseline()
+    if impl == "torch_compile":  # compile before timing; a failure raises here and is recorded
+        x0 = make_x()
+        q, s = fn(x0, G, layout)
+        check_against_spec(x0, q, s, G, layout, what)
+    return Case(lambda: (make_x(),), lambda x: fn(x, G, layout))
 
 
-if __name__ == "__main__":
-    from sweep import main
-
-    sys.exit(main(["--op", OP, *sys.argv[1:]]))
+BENCH = Bench(
+    op=OP, size="T", point_fields=POINT,
+    impls=(
+        Impl("cute", "cute_kernels.silu_mul_quant_fp8 (the dispatcher's cute tier)", pdl=True, pdl_off=True),
+        Impl("torch", "torch_baseline eager (fp32 torch, the spec's math: the dispatcher's torch tier)"),
+        Impl("torch_compile", "torch.compile(torch_baseline), mode default, dynamic=False", peer=True),
+    ),
+    baselines=("torch_compile", "torch"), inputs=("x",), main_input="x", modes=(B2B, ALONE),
+    points=points, series=series, tuning_key=tuning_key, bytes_per_call=bytes_per_call, case=case,
+    normalise=rename_impls({"cute_kernels": "cute"}),  # the earlier name of the cute tier's rows
+)

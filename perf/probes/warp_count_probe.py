@@ -4,15 +4,15 @@ and r + 1 that one quarter-warp's 16-byte fragment loads touch fall on the same 
 banks (a 2-way conflict on every load); with an odd warp count the row is an odd multiple of
 64 bytes and the two rows fall on disjoint banks. Every config is checked against the float64
 product (spec for the fused kernel) first; cold and hot, PDL on; "*" marks the heuristic's pick.
-    python perf/results/h100/experiments/warp_count_probe.py          # timings
-    python perf/results/h100/experiments/warp_count_probe.py --ncu    # one launch each, for ncu
+    python -m perf.probes.warp_count_probe          # timings
+    python -m perf.probes.warp_count_probe --ncu    # one launch each, for ncu
 """
-import dataclasses, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, sys
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
+from cute_kernels.kernels import router_gemm as router_family
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import ops, reference, timing
 
 dev = torch.device("cuda")
@@ -31,7 +31,7 @@ NCU = {("deepseek-v3", 16), ("fused", 16)}
 def with_warps(pick, h, warps):
     c = dataclasses.replace(pick, consumer_warps=warps, split_k=1, stages=1)
     c = dataclasses.replace(c, split_k=min(8, -(-h // c.k_tile)))
-    stages = ops.router_stages(c, h)
+    stages = router_tiling.stages_for(c, h)
     return dataclasses.replace(c, stages=stages) if stages else None
 
 
@@ -45,13 +45,13 @@ def label(c):
 
 def router_plan():
     for name, h, e, wd, out, bias, m in ROUTER:
-        pick = ops.router_gemm_kernel(BF, wd, out, bias, m, h, e, "mma", True)
+        pick = router_family.pick(BF, wd, out, bias, m, h, e, "mma", True)
         yield (name, h, e, wd, out, bias, m), pick, variants(pick, h)
 
 
 def fused_plan():
     for m in FUSED:
-        pick = ops.norm_router_gemm_kernel(BF, BF, BF, F32, m, 7168, 384, True)
+        pick = router_family.pick_norm(BF, BF, BF, F32, m, 7168, 384, True)
         if pick.variant == "mma":
             yield m, pick, variants(pick, 7168)
 
@@ -73,12 +73,12 @@ def run_router(shape, pick, cfgs, ncu):
 def run_fused(m, pick, cfgs, ncu, h=7168, e=384):
     x, nw, w = (torch.randn(m, h, device=dev, dtype=torch.bfloat16), torch.randn(h, device=dev, dtype=torch.bfloat16),
                 torch.randn(e, h, device=dev, dtype=torch.bfloat16))
-    want_n, want = (t.double() for t in reference.rmsnorm_router_gemm(x, nw, w, 1e-6))
-    saved = ops.norm_router_gemm_kernel
+    want_n, want = (t.double() for t in reference.norm_router_gemm(x, nw, w, 1e-6))
+    saved = router_family.pick_norm
     rows = []
     try:
         for c in cfgs:
-            ops.norm_router_gemm_kernel = lambda *a, c=c, **k: c
+            router_family.pick_norm = lambda *a, c=c, **k: c
             ops.norm_router_gemm_launcher.cache_clear()
             normed, got = cute_kernels.norm_router_gemm(x, nw, w)
             torch.cuda.synchronize()
@@ -97,7 +97,7 @@ def run_fused(m, pick, cfgs, ncu, h=7168, e=384):
                                      bytes_per_call=e * h * 2, replays=15)
             rows.append((r["cold_us"], r["hot_us"], c, err, f" normed max|d| {nerr:.1e}"))
     finally:
-        ops.norm_router_gemm_kernel = saved
+        router_family.pick_norm = saved
         ops.norm_router_gemm_launcher.cache_clear()
     if not ncu:
         probe_kit.print_ranked(f"fused deepseek-v4-pro M={m}: pick {label(pick)}", rows, label, 1e-5, [pick])

@@ -3,17 +3,17 @@ Kimi-K2 and gpt-oss-120b (M = 128) and gpt-oss-120b M = 1 (dot, bias): the heuri
 8-way cluster splits over expert tiles 16-64, token tiles 16-64 and 4 or 8 consumer warps, cold
 and hot, PDL on, each checked against the float64 product first. ``--ncu`` instead launches a
 few configs once each inside an NVTX range "probe" for Nsight Compute:
-    python perf/results/h100/experiments/large_m_probe.py
+    python -m perf.probes.large_m_probe
     ncu --clock-control none --set full --nvtx --nvtx-include "probe/" -k regex:kernel_cutlass \
-        -o large_m python perf/results/h100/experiments/large_m_probe.py --ncu
+        -o large_m python -m perf.probes.large_m_probe --ncu
 then ncu_csv_summary.py over the report's CSV pages.
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools, sys
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
+from cute_kernels.kernels import router_gemm as router_family
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import ops
 
 dev = torch.device("cuda")
@@ -26,7 +26,7 @@ NCU = {("deepseek-v3", 128): [(16, 32, 4), (32, 64, 4), (64, 32, 4)], ("gpt-oss-
 
 
 def configs(h, e, out, bias, m):
-    pick = ops.router_gemm_kernel(BF, BF, out, bias, m, h, e, "dot" if m == 1 else "mma", True)
+    pick = router_family.pick(BF, BF, out, bias, m, h, e, "dot" if m == 1 else "mma", True)
     cfgs = [pick]
     if pick.variant == "mma":
         for et, mt, warps in itertools.product((16, 32, 64), (16, 32, 64), (4, 8)):
@@ -34,7 +34,7 @@ def configs(h, e, out, bias, m):
                 continue
             c = dataclasses.replace(pick, e_tile=et, m_tile=mt, consumer_warps=warps, split_k=1, stages=1)
             c = dataclasses.replace(c, split_k=min(8, -(-h // c.k_tile)))
-            if stages := ops.router_stages(c, h):
+            if stages := router_tiling.stages_for(c, h):
                 cfgs.append(dataclasses.replace(c, stages=stages))
     return pick, list(dict.fromkeys(cfgs))
 

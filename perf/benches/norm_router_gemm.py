@@ -5,61 +5,34 @@ One implementation per dispatcher tier, plus the dispatcher itself:
 - ``unfused``: the dispatcher's fp32 RMSNorm, then the router GEMM dispatch on the fp32 rows;
 - ``torch``: both halves in fp32 torch (the spec's math);
 - ``dispatch``: ``dispatch.norm_router_gemm`` with the shipped tuning table (rows name the tier).
-Speedups are over ``torch``. Default presets: those that fuse the norm into the router.
+Each in modes b2b and chain (the producer writes x, the residual sum a model norms). Speedups
+are over ``torch``. Default presets: those that fuse the norm into the router.
 
-    python perf/bench_norm_router_gemm.py [sweep options]   # = python perf/sweep.py --op norm_router_gemm
+    python -m perf.benches norm_router_gemm [sweep options]   # = python perf/sweep.py --op norm_router_gemm
 """
 
-import pathlib
-import sys
+import torch
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere, installed or not
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from cute_kernels import presets, timing  # noqa: E402
-from dispatch.ops import norm_router_gemm as norm_router  # noqa: E402
-
-import bench_router_gemm as router_bench  # noqa: E402
+from cute_kernels import presets
+from dispatch.ops import norm_router_gemm as norm_router
+from perf.bench import B2B, CHAIN, Bench, Case, Impl
+from perf.benches import router_gemm
 
 OP = "norm_router_gemm"
-FILE = "norm_router"
-SIZE = "M"
-SIZES = router_bench.SIZES
 POINT = ("preset", "H", "E", "x_dtype", "norm_dtype", "w_dtype", "out_dtype", "M")
 QUICK_PRESETS = ["deepseek-v4-flash"]
-QUICK_SIZES = router_bench.QUICK_SIZES
-IMPLS = [("cute-fused", True), ("unfused", False), ("torch", False), ("dispatch", True)]
-PDL_IMPLS = ("cute-fused",)
-BASELINES = ("torch",)
-TIERS = {("cute-fused", True): "cute-fused", ("unfused", False): "unfused", ("torch", False): "torch"}
-DESCRIPTIONS = {
-    "cute-fused": "cute_kernels.norm_router_gemm",
-    "unfused": "dispatch tier unfused: fp32 RMSNorm, then dispatch.router_gemm on the fp32 rows",
-    "torch": "dispatch tier torch: fp32 RMSNorm and fp32 F.linear",
-    "dispatch": "dispatch.norm_router_gemm with the shipped tuning table (row field 'tier': the tier it ran)",
-}
 EPS = 1e-6
-DT = router_bench.DT
+DT = router_gemm.DT
 
 
 def points(preset_names=None, shapes=None, sizes=None, quick=False) -> list:
     """A point per (problem, M); problems from presets (default: the norm+router ones) and ``HxE``."""
     if quick:
-        preset_names, sizes = preset_names or ([] if shapes else QUICK_PRESETS), sizes or QUICK_SIZES
+        preset_names, sizes = preset_names or ([] if shapes else QUICK_PRESETS), sizes or router_gemm.QUICK_SIZES
     if not preset_names and not shapes:
         preset_names = [p.name for p in presets.PRESETS.values() if p.norm_router]
     return [{k: "bfloat16" if k == "norm_dtype" else p[k] for k in POINT}
-            for p in router_bench.points(preset_names, shapes, sizes or SIZES)]
-
-
-series = router_bench.series
-
-
-def tuning_key(point):
-    return (point["x_dtype"], point["w_dtype"]), (point["H"], point["E"])
+            for p in router_gemm.points(preset_names, shapes, sizes or router_gemm.SIZES)]
 
 
 def bytes_per_call(point) -> int:
@@ -108,38 +81,37 @@ def _call(impl: str, pdl: bool, point):
     return lambda x, nw, g, normed, logits: tier(x, nw, g, EPS, out_dtype, normed, logits)
 
 
-def measure(impl: str, pdl: bool, point, replays: int) -> dict:
-    """Cold and hot us per call (``timing.time_per_call``), outputs poisoned and checked."""
+def case(impl: str, pdl: bool, point) -> Case:
+    """The call, both outputs poisoned and checked against the spec; the dispatcher's tier named."""
     import dispatch
     from cute_kernels import reference
 
     out_dtype = DT[point["out_dtype"]]
-
-    def poison(inputs):
-        inputs[3].fill_(float("nan"))
-        inputs[4].fill_(float("nan"))
+    what = f"{OP} {point['preset']} M={point['M']} {impl} pdl={pdl}"
 
     def check(inputs):
         x, nw, g, normed, logits = inputs
         want_normed, want_logits = reference.norm_router_gemm(x, nw, g, EPS, out_dtype=torch.float32)
         # normed: one rounding of x's dtype; fp32 logits: an fp32 sum; bf16 logits: one bf16 rounding
-        for got, want, limit in ((normed, want_normed, 1e-2),
-                                 (logits, want_logits, 1e-5 if out_dtype == torch.float32 else 1e-2)):
-            want = want.double()
-            err = (torch.linalg.norm(got.double() - want) / torch.linalg.norm(want)).item()
-            if not err <= limit:
-                raise AssertionError(f"{OP} {point['preset']} M={point['M']} {impl} pdl={pdl}: "
-                                     f"relative error {err:.3g}")
+        router_gemm.check_close(f"{what} normed", normed, want_normed, 1e-2)
+        router_gemm.check_close(f"{what} logits", logits, want_logits, 1e-5 if out_dtype == torch.float32 else 1e-2)
 
-    result = timing.time_per_call(make_inputs(point), _call(impl, pdl, point), bytes_per_call=bytes_per_call(point),
-                                  replays=replays, poison=poison, check=check)
+    tier = None
     if impl == "dispatch":
         x, nw, g, _, _ = make_inputs(point)()
-        result["tier"] = dispatch.explain(OP, x, nw, g, EPS, out_dtype=out_dtype).tier
-    return result
+        tier = dispatch.explain(OP, x, nw, g, EPS, out_dtype=out_dtype).tier
+    return Case(make_inputs(point), _call(impl, pdl, point), router_gemm.poison_outputs(3, 4), check, tier)
 
 
-if __name__ == "__main__":
-    from sweep import main
-
-    sys.exit(main(["--op", OP, *sys.argv[1:]]))
+BENCH = Bench(
+    op=OP, size="M", point_fields=POINT,
+    impls=(
+        Impl("cute-fused", "cute_kernels.norm_router_gemm", pdl=True, pdl_off=True),
+        Impl("unfused", "dispatch tier unfused: fp32 RMSNorm, then dispatch.router_gemm on the fp32 rows"),
+        Impl("torch", "dispatch tier torch: fp32 RMSNorm and fp32 F.linear"),
+        Impl("dispatch", f"dispatch.norm_router_gemm {router_gemm.DISPATCH}", pdl=True),
+    ),
+    baselines=("torch",), inputs=("x", "norm_weight", "gate", "normed", "logits"), main_input="x",
+    modes=(B2B, CHAIN), points=points, series=router_gemm.series, tuning_key=router_gemm.tuning_key,
+    bytes_per_call=bytes_per_call, case=case, unavailable=unavailable,
+)

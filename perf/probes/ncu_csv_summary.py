@@ -3,7 +3,7 @@ throughputs and occupancy (``--page details --csv``), then the most sampled SASS
 their stall reasons and the samples by opcode (``--page source --csv --print-source sass``).
     ncu -i R.ncu-rep --page details --csv > details.csv
     ncu -i R.ncu-rep --page source --csv --print-source sass > source.csv
-    python perf/results/h100/experiments/ncu_csv_summary.py details.csv source.csv
+    python -m perf.probes.ncu_csv_summary details.csv source.csv
 """
 import collections, csv, io, sys
 

@@ -1,14 +1,14 @@
 """Probe: the tensor-core router with its H split reduced across a cluster (DSMEM) or through a
 global workspace (last CTA to arrive sums), cold and hot, PDL on, with each config's error
 against the float64 product checked first.
-    python perf/results/h100/experiments/split_reduce_probe.py
+    python -m perf.probes.split_reduce_probe
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
+from cute_kernels.kernels import router_gemm as router_family
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import ops, timing
 
 dev = torch.device("cuda")
@@ -20,7 +20,7 @@ SHAPES = ([("deepseek-v3", 7168, 256, F32, None, m) for m in (1, 4, 8, 16, 32, 6
 
 
 def configs(h, e, out, bias, m):
-    pick = ops.router_gemm_kernel(BF, BF, out, bias, m, h, e, "mma", True)
+    pick = router_family.pick(BF, BF, out, bias, m, h, e, "mma", True)
     cfgs = [pick]
     tiles = [pick.m_tile] + ([pick.m_tile // 2] if pick.m_tile >= 32 else [])
     for tile, et, s, red in itertools.product(tiles, (16, 32, 64), (4, 8, 16, 32), ("global", "cluster")):
@@ -29,7 +29,7 @@ def configs(h, e, out, bias, m):
         c = dataclasses.replace(pick, e_tile=et, m_tile=tile, split_k=s, reduce=red, stages=1)
         if s > -(-h // c.k_tile):
             continue
-        stages = ops.router_stages(c, h)
+        stages = router_tiling.stages_for(c, h)
         if stages:
             cfgs.append(dataclasses.replace(c, stages=stages))
     return pick, list(dict.fromkeys(cfgs))

@@ -1,14 +1,14 @@
 """Probe: the tensor-core router and fused norm-router with H split 16 ways across a (non-portable)
 cluster of 16 CTAs against the heuristic's 8: twice the CTAs, each streaming half the weights.
 Cold and hot, PDL on, each config checked against the float64 spec first.
-    python perf/results/h100/experiments/cluster16_probe.py  (needs RouterGemm to accept split_k = 16
+    python -m perf.probes.cluster16_probe  (needs RouterGemm to accept split_k = 16
     across a cluster, as at the commit that added this probe)
 """
-import dataclasses, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses
 import torch
 import cute_kernels
+from cute_kernels.kernels import router_gemm as router_family
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import ops, reference, timing
 
 dev = torch.device("cuda")
@@ -22,7 +22,7 @@ def variants(pick, h):
     out = [pick]
     for split in (16,):
         c = dataclasses.replace(pick, split_k=split, stages=1)
-        if split <= -(-h // c.k_tile) and (stages := ops.router_stages(c, h)):
+        if split <= -(-h // c.k_tile) and (stages := router_tiling.stages_for(c, h)):
             out.append(dataclasses.replace(c, stages=stages))
     return out
 
@@ -34,7 +34,7 @@ def report(name, m, c, pick, r, err):
 
 def main():
     for name, h, e, m in PLAIN:
-        pick = ops.router_gemm_kernel("bfloat16", "bfloat16", "float32", None, m, h, e, "mma", True)
+        pick = router_family.pick("bfloat16", "bfloat16", "float32", None, m, h, e, "mma", True)
         x, w = torch.randn(m, h, device=dev, dtype=BF), torch.randn(e, h, device=dev, dtype=BF)
         want = x.double() @ w.double().T
         for c in variants(pick, h):
@@ -45,14 +45,14 @@ def main():
                                      lambda x, w, c=c: cute_kernels.router_gemm(x, w, config=c),
                                      bytes_per_call=e * h * 2, replays=15)
             report(name, m, c, pick, r, err)
-    pick_kernel = ops.norm_router_gemm_kernel
+    pick_kernel = router_family.pick_norm
     for name, h, e, m in FUSED:
         pick = pick_kernel("bfloat16", "bfloat16", "bfloat16", "float32", m, h, e, True)
         x, nw, w = (torch.randn(m, h, device=dev, dtype=BF), torch.randn(h, device=dev, dtype=BF),
                     torch.randn(e, h, device=dev, dtype=BF))
-        want = reference.rmsnorm_router_gemm(x, nw, w, 1e-6)
+        want = reference.norm_router_gemm(x, nw, w, 1e-6)
         for c in variants(pick, h):
-            ops.norm_router_gemm_kernel = lambda *a, c=c, **k: c
+            router_family.pick_norm = lambda *a, c=c, **k: c
             ops.norm_router_gemm_launcher.cache_clear()
             normed, got = cute_kernels.norm_router_gemm(x, nw, w)
             err = ((got.double() - want[1].double()).norm() / want[1].double().norm()).item()
@@ -62,7 +62,7 @@ def main():
                                      lambda x, nw, w: cute_kernels.norm_router_gemm(x, nw, w),
                                      bytes_per_call=e * h * 2, replays=15)
             report(name + " fused", m, c, pick, r, err)
-    ops.norm_router_gemm_kernel = pick_kernel
+    router_family.pick_norm = pick_kernel
     ops.norm_router_gemm_launcher.cache_clear()
 
 

@@ -3,14 +3,14 @@ the dot and tensor-core variants with no split (where a CTA's share fits), and s
 through a cluster or the global workspace, cold and hot, PDL on; each config's error against
 the float64 product checked first. ``--ncu`` instead launches a few configs once each inside an
 NVTX range "probe" for Nsight Compute.
-    python perf/results/h100/experiments/split_cost_probe.py
+    python -m perf.probes.split_cost_probe
 """
-import dataclasses, itertools, pathlib, sys
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT))
+import dataclasses, itertools, sys
 import torch
 import cute_kernels
-import probe_kit
+from perf.probes import probe_kit
+from cute_kernels.kernels import router_gemm as router_family
+from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels import ops
 
 dev = torch.device("cuda")
@@ -19,7 +19,7 @@ SHAPES = [("qwen3-30b", 2048, 128, m) for m in (1, 16)] + [("deepseek-v3", 7168,
 
 
 def configs(h, e, m):
-    picks = [ops.router_gemm_kernel(BF, BF, F32, None, m, h, e, v, True) for v in ("dot", "mma")]
+    picks = [router_family.pick(BF, BF, F32, None, m, h, e, v, True) for v in ("dot", "mma")]
     cfgs = list(picks)
     for pick in picks:
         e_tiles = (16, 32) if pick.variant == "mma" else (pick.e_tile, 16) if m == 1 else (pick.e_tile,)
@@ -31,7 +31,7 @@ def configs(h, e, m):
                 continue
             if c.variant == "dot":
                 c = dataclasses.replace(c, consumer_warps=min(pick.consumer_warps, c.k_tiles_per_cta(h)))
-            stages = ops.router_stages(c, h)
+            stages = router_tiling.stages_for(c, h)
             if stages:
                 cfgs.append(dataclasses.replace(c, stages=stages))
     return picks, list(dict.fromkeys(cfgs))
