@@ -21,6 +21,8 @@ from .kernels import pack_topk as topk_family
 from .kernels import router_gemm as router_family
 from .kernels import silu_mul_quant_fp8 as silu_family
 from .kernels.router_gemm import RouterGemm
+from .kernels.router_gemm.config import WORKSPACE_COUNTERS
+from .routing import RoutingConfig
 
 ALIGN = 16  # bytes: TMA and 16-byte vector accesses need data pointers aligned to this
 
@@ -311,5 +313,235 @@ def norm_router_gemm_launcher(x_dtype: torch.dtype, norm_dtype: torch.dtype, gat
         if m:
             launch_kernel(m, x, gate_weight, norm_weight.view(1, h), logits_out, normed_out, float(eps))
         return normed_out, logits_out
+
+    return launch
+
+
+# -- route, router_topk, norm_router_topk ---------------------------------------------------------
+def _check_routing(routing, e: int) -> None:
+    require(isinstance(routing, RoutingConfig), f"routing must be a cute_kernels.routing.RoutingConfig; got "
+                                                f"{type(routing).__name__}", TypeError)
+    _check_supported(router_family.tiling.supports_selection(routing, e))
+
+
+def _check_correction_bias(correction_bias, routing, e: int, device) -> None:
+    if not routing.correction_bias:
+        require(correction_bias is None, "correction_bias was given, but routing.correction_bias is False")
+        return
+    require(correction_bias is not None, "correction_bias is required: routing.correction_bias is True")
+    check_tensor("correction_bias", correction_bias, (torch.float32,), (e,))
+    require(correction_bias.device == device, f"correction_bias is on {correction_bias.device} but the inputs are on "
+                                              f"{device}; all tensors must be on one CUDA device")
+    bridge.check_contiguous("correction_bias", correction_bias)
+
+
+def _selection_outputs(m: int, k: int, e: int, packed: bool, device, out_weights, out_ids, logits_out, inputs: dict):
+    """The selection's outputs, checked or allocated: (weights or a placeholder when packed, ids or
+    the packed values, logits_out or None)."""
+    if packed:
+        require(out_weights is None, "out_weights was given, but packed=True returns one int32 tensor (out_ids)")
+        weights = _unread(device)
+    elif out_weights is None:
+        weights = torch.empty(m, k, dtype=torch.float32, device=device)
+    else:
+        bridge.check_output("out_weights", out_weights, dtype=torch.float32, shape=(m, k), device=device, **inputs)
+        bridge.check_contiguous("out_weights", out_weights)
+        weights = out_weights
+    if out_ids is None:
+        ids = torch.empty(m, k, dtype=torch.int32, device=device)
+    else:
+        bridge.check_output("out_ids", out_ids, dtype=torch.int32, shape=(m, k), device=device, weights=weights,
+                            **inputs)
+        bridge.check_contiguous("out_ids", out_ids)
+        ids = out_ids
+    if logits_out is not None:
+        bridge.check_output("logits_out", logits_out, dtype=torch.float32, shape=(m, e), device=device,
+                            weights=weights, ids=ids, **inputs)
+        bridge.check_contiguous("logits_out", logits_out)
+        bridge.check_aligned(ALIGN, logits_out=logits_out)
+    return weights, ids
+
+
+def _selected(weights, ids, packed: bool):
+    return ids if packed else (weights, ids)
+
+
+class _LogitsRoom:
+    """Where a fused kernel stages fp32 logits the caller did not ask for: past the arrival
+    counters of the split-K workspace of the launch's stream (``bridge.workspace``)."""
+
+    def __init__(self):
+        self.views = {}  # id(workspace) -> (workspace, its fp32 view past the counters)
+
+    def __call__(self, workspace: torch.Tensor) -> torch.Tensor:
+        hit = self.views.get(id(workspace))
+        if hit is None or hit[0] is not workspace:
+            if len(self.views) >= bridge.Launcher.MAX_KEYS:
+                self.views.clear()
+            hit = self.views[id(workspace)] = (workspace, workspace[WORKSPACE_COUNTERS:].view(torch.float32))
+        return hit[1]
+
+
+def route(logits: torch.Tensor, *, routing: RoutingConfig, correction_bias: torch.Tensor | None = None,
+          out_weights: torch.Tensor | None = None, out_ids: torch.Tensor | None = None, packed: bool = False,
+          pdl: bool = True):
+    """Each token's top-k experts from fp32 router logits: ``(weights fp32 [M, k], ids int32 [M, k])``,
+    or with ``packed=True`` the int32 [M, k] of ``pack_topk``.
+
+    logits: fp32 [M, E], contiguous; ``routing`` a ``RoutingConfig`` valid for E (E <= 1024, at
+    most 32 groups); ``correction_bias`` fp32 [E], given exactly when ``routing.correction_bias``.
+    ``out_weights`` / ``out_ids`` (the packed values when packed) are allocated when None.
+    Semantics: ``cute_kernels.reference.route``."""
+    m, e = check_tensor("logits", logits, (torch.float32,), (None, None))
+    _check_routing(routing, e)
+    device = bridge.check_same_device(logits=logits)
+    _check_correction_bias(correction_bias, routing, e, device)
+    bridge.check_contiguous("logits", logits)
+    _check_rows("logits", m, router_family.max_rows(e, e))
+    return route_launcher(e, routing, bool(packed), device, pdl)(m, logits, correction_bias, out_weights, out_ids)
+
+
+@functools.lru_cache(maxsize=256)
+def route_launcher(e: int, routing: RoutingConfig, packed: bool, device: torch.device, pdl: bool):
+    """``launch(M, logits, correction_bias, out_weights, out_ids)`` for calls already checked to
+    be this problem; only the outputs are checked (allocated when None)."""
+    kernel = router_family.pick_route(e, routing, packed, pdl)
+    launch_kernel = bridge.Launcher(lambda _: kernel, device).launch
+    no_bias, k = _unread(device), routing.top_k
+
+    def launch(m, logits, correction_bias, out_weights, out_ids):
+        weights, ids = _selection_outputs(m, k, e, packed, device, out_weights, out_ids, None, {"logits": logits})
+        if m:
+            launch_kernel(None, logits, no_bias if correction_bias is None else correction_bias, weights, ids,
+                          routing.scaling)
+        return _selected(weights, ids, packed)
+
+    return launch
+
+
+def router_topk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, routing: RoutingConfig,
+                correction_bias: torch.Tensor | None = None, out_weights: torch.Tensor | None = None,
+                out_ids: torch.Tensor | None = None, logits_out: torch.Tensor | None = None, packed: bool = False,
+                pdl: bool = True):
+    """The router GEMM, scoring and top-k in one kernel: ``(weights fp32 [M, k], ids int32 [M, k])``,
+    or with ``packed=True`` the int32 [M, k] of ``pack_topk``.
+
+    x, weight, bias: as ``router_gemm`` (the logits are fp32); ``routing``, ``correction_bias``,
+    ``out_weights``, ``out_ids``: as ``route``. ``logits_out`` (fp32 [M, E], contiguous, 16-byte
+    aligned): where the logits go, written only when given (otherwise they stay in a workspace,
+    in L2). ``pdl``: programmatic dependent launch (the weights stream before the previous
+    kernel has finished). Semantics: ``cute_kernels.reference.router_topk``."""
+    floats = torch_dtypes(router_family.tiling.FLOATS)
+    m, h = check_tensor("x", x, floats, (None, None))
+    e, _ = check_tensor("weight", weight, floats, (None, h))
+    _check_routing(routing, e)
+    problem = router_family.Problem(dtype_name(x.dtype), dtype_name(weight.dtype), None, "float32", h, e)
+    _check_supported(router_family.supports(problem))
+    device = bridge.check_same_device(x=x, weight=weight)
+    if bias is not None:
+        check_tensor("bias", bias, floats, (e,))
+        bridge.check_same_device(x=x, bias=bias)
+        bridge.check_contiguous("bias", bias)
+    _check_correction_bias(correction_bias, routing, e, device)
+    for name, t in (("x", x), ("weight", weight)):
+        bridge.check_contiguous(name, t)
+    bridge.check_aligned(ALIGN, x=x, weight=weight)  # TMA
+    _check_rows("x", m, router_family.max_rows(h, e))
+    launch = router_topk_launcher(x.dtype, weight.dtype, None if bias is None else bias.dtype, h, e, routing,
+                                  bool(packed), device, pdl)
+    return launch(m, x, weight, bias, correction_bias, out_weights, out_ids, logits_out)
+
+
+def _topk_launch(kernel_of, device, e, routing, packed):
+    """What both fused launchers share: the workspace, the logits' room, the outputs."""
+    launch_kernel = bridge.Launcher(kernel_of, device).launch
+    no_bias, room, k = _unread(device), _LogitsRoom(), routing.top_k
+
+    def launch(m, args, correction_bias, out_weights, out_ids, logits_out, inputs):
+        weights, ids = _selection_outputs(m, k, e, packed, device, out_weights, out_ids, logits_out, inputs)
+        if m:
+            ws = bridge.workspace(device, WORKSPACE_COUNTERS + (0 if logits_out is not None else m * e))
+            logits = logits_out.view(-1) if logits_out is not None else room(ws)
+            launch_kernel(m, *args, logits, ws, no_bias if correction_bias is None else correction_bias, weights,
+                          ids, routing.scaling)
+        return weights, ids
+
+    return launch
+
+
+@functools.lru_cache(maxsize=256)
+def router_topk_launcher(x_dtype: torch.dtype, w_dtype: torch.dtype, bias_dtype: torch.dtype | None, h: int, e: int,
+                         routing: RoutingConfig, packed: bool, device: torch.device, pdl: bool):
+    """``launch(M, x, weight, bias, correction_bias, out_weights, out_ids, logits_out)`` for calls
+    already checked to be this problem (as ``router_gemm_launcher``'s, plus the correction bias);
+    only the outputs are checked (allocated when None)."""
+    names = dtype_name(x_dtype), dtype_name(w_dtype)
+    bias_name = None if bias_dtype is None else dtype_name(bias_dtype)
+    num_sms = bridge.num_sms(device.index)
+    run = _topk_launch(lambda m: router_family.pick_topk(*names, bias_name, m, h, e, routing, packed, pdl, num_sms),
+                       device, e, routing, packed)
+    no_bias = _unread(device)
+
+    def launch(m, x, weight, bias, correction_bias, out_weights, out_ids, logits_out):
+        weights, ids = run(m, (x, weight, no_bias if bias is None else bias), correction_bias, out_weights, out_ids,
+                           logits_out, {"x": x, "weight": weight, "bias": bias})
+        return _selected(weights, ids, packed)
+
+    return launch
+
+
+def norm_router_topk(x: torch.Tensor, norm_weight: torch.Tensor, gate_weight: torch.Tensor, eps: float = 1e-6, *,
+                     routing: RoutingConfig, correction_bias: torch.Tensor | None = None,
+                     normed_out: torch.Tensor | None = None, out_weights: torch.Tensor | None = None,
+                     out_ids: torch.Tensor | None = None, logits_out: torch.Tensor | None = None,
+                     packed: bool = False, pdl: bool = True):
+    """RMSNorm, the router GEMM, scoring and top-k in one kernel: ``(normed_x, weights, ids)``, or
+    ``(normed_x, packed)`` with ``packed=True``.
+
+    x, norm_weight, gate_weight, eps, normed_out: as ``norm_router_gemm`` (the logits are fp32);
+    the rest as ``router_topk``. Semantics: ``cute_kernels.reference.norm_router_topk``."""
+    tiling = router_family.tiling
+    m, h = check_tensor("x", x, torch_dtypes(tiling.NORM_X_DTYPES), (None, None))
+    check_tensor("norm_weight", norm_weight, torch_dtypes(tiling.FLOATS), (h,))
+    e, _ = check_tensor("gate_weight", gate_weight, torch_dtypes(tiling.NORM_GATE_DTYPES), (None, h))
+    require(not isinstance(eps, torch.Tensor) and float(eps) >= 0.0, f"eps must be a float >= 0; got {eps!r}")
+    _check_routing(routing, e)
+    problem = router_family.NormProblem(dtype_name(x.dtype), dtype_name(norm_weight.dtype),
+                                        dtype_name(gate_weight.dtype), "float32", h, e)
+    _check_supported(router_family.supports_norm(problem))
+    device = bridge.check_same_device(x=x, norm_weight=norm_weight, gate_weight=gate_weight)
+    _check_correction_bias(correction_bias, routing, e, device)
+    inputs = {"x": x, "norm_weight": norm_weight, "gate_weight": gate_weight}
+    for name, t in inputs.items():
+        bridge.check_contiguous(name, t)
+    bridge.check_aligned(ALIGN, **inputs)  # TMA loads
+    _check_rows("x", m, router_family.max_rows(h, e))
+    launch = norm_router_topk_launcher(x.dtype, norm_weight.dtype, gate_weight.dtype, h, e, routing, bool(packed),
+                                       device, pdl)
+    return launch(m, x, norm_weight, gate_weight, eps, correction_bias, normed_out, out_weights, out_ids, logits_out)
+
+
+@functools.lru_cache(maxsize=256)
+def norm_router_topk_launcher(x_dtype: torch.dtype, norm_dtype: torch.dtype, gate_dtype: torch.dtype, h: int, e: int,
+                              routing: RoutingConfig, packed: bool, device: torch.device, pdl: bool):
+    """``launch(M, x, norm_weight, gate_weight, eps, correction_bias, normed_out, out_weights,
+    out_ids, logits_out)`` for calls already checked to be this problem (as
+    ``norm_router_gemm_launcher``'s, plus the correction bias); only the outputs are checked."""
+    names = [dtype_name(d) for d in (x_dtype, norm_dtype, gate_dtype)]
+    num_sms = bridge.num_sms(device.index)
+    run = _topk_launch(lambda m: router_family.pick_norm_topk(*names, m, h, e, routing, packed, pdl, num_sms),
+                       device, e, routing, packed)
+
+    def launch(m, x, norm_weight, gate_weight, eps, correction_bias, normed_out, out_weights, out_ids, logits_out):
+        inputs = {"x": x, "norm_weight": norm_weight, "gate_weight": gate_weight}
+        if normed_out is None:
+            normed_out = x.new_empty(m, h)
+        else:
+            bridge.check_output("normed_out", normed_out, dtype=x.dtype, shape=(m, h), device=device, **inputs)
+            bridge.check_contiguous("normed_out", normed_out)
+            bridge.check_aligned(ALIGN, normed_out=normed_out)  # 16-byte stores
+        weights, ids = run(m, (x, gate_weight, norm_weight.view(1, h), normed_out, float(eps)), correction_bias,
+                           out_weights, out_ids, logits_out, {**inputs, "normed_out": normed_out})
+        return (normed_out, ids) if packed else (normed_out, weights, ids)
 
     return launch

@@ -80,6 +80,10 @@ class RoutingConfig:
             raise TypeError(f"scaling: expected a float, got {type(self.scaling).__name__} {self.scaling!r}")
         object.__setattr__(self, "scaling", float(self.scaling))
         self._check_fields()
+        # Computed once: a traced call (torch.compile) passes the text, and must not build it.
+        object.__setattr__(self, "_text", ":".join([
+            self.scoring, str(self.top_k), str(self.n_group), str(self.topk_group), str(int(self.renormalize)),
+            repr(self.scaling), str(int(self.correction_bias))]))
 
     def _check_fields(self):
         if self.scoring not in SCORINGS:
@@ -120,3 +124,14 @@ class RoutingConfig:
         if self.top_k > self.topk_group * size:
             raise ValueError(f"top_k: {self.top_k} > the {self.topk_group * size} experts of "
                              f"topk_group={self.topk_group} groups of {size}")
+
+    def to_text(self) -> str:
+        """The config as one string (a custom-op argument under torch.compile); ``from_text``
+        reads it back exactly."""
+        return self._text
+
+    @classmethod
+    def from_text(cls, text: str) -> "RoutingConfig":
+        scoring, top_k, n_group, topk_group, renormalize, scaling, bias = text.split(":")
+        return cls(scoring, int(top_k), int(n_group), int(topk_group), renormalize == "1", float(scaling),
+                   bias == "1")

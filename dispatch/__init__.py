@@ -7,8 +7,9 @@ cached per problem (device, dtypes, sizes other than M, options, layout), so a c
 problem key, a dict lookup and an integer compare on M before the tier itself; a CuTe tier is
 bound to the problem and checks only the call's outputs.
 
-- ``router_gemm``, ``norm_router_gemm``, ``silu_mul_quant_fp8``, ``pack_topk``: the
-  ``cute_kernels`` signatures and the spec's semantics (``cute_kernels.reference``).
+- ``router_gemm``, ``router_topk`` (the routing step: GEMM, scoring, top-k), ``norm_router_gemm``,
+  ``norm_router_topk``, ``silu_mul_quant_fp8``, ``pack_topk``: the ``cute_kernels`` signatures and
+  the spec's semantics (``cute_kernels.reference``).
 - ``explain(op, *args, **kwargs)``: which tier would run and why each earlier one did not.
 - ``force_tier(op, tier)`` (context manager) or ``CUTE_KERNELS_FORCE_TIER="router_gemm=torch"``;
   ``CUTE_KERNELS_LOG_DISPATCH=1`` logs each decision once. Both variables are read when a
@@ -34,8 +35,10 @@ reason; a CuTe kernel missing from the ahead-of-time directory drops that tier f
 from . import library, tuning
 from .environment import device_arch
 from .ops.norm_router_gemm import norm_router_gemm
+from .ops.norm_router_topk import norm_router_topk
 from .ops.pack_topk import pack_topk
 from .ops.router_gemm import router_gemm
+from .ops.router_topk import router_topk
 from .ops.silu_mul_quant_fp8 import silu_mul_quant_fp8
 from .modules import GateLinear, NormGateLinear
 from .tiers import Explanation, Tier, clear_cache, explain, force_tier, op_signature, register_tier, remove_tier
@@ -43,6 +46,6 @@ from .preload import WarmupSummary, warmup
 
 __all__ = [
     "Explanation", "GateLinear", "NormGateLinear", "Tier", "WarmupSummary", "clear_cache", "device_arch",
-    "explain", "force_tier", "library", "norm_router_gemm", "op_signature", "pack_topk", "register_tier",
-    "remove_tier", "router_gemm", "silu_mul_quant_fp8", "tuning", "warmup",
+    "explain", "force_tier", "library", "norm_router_gemm", "norm_router_topk", "op_signature", "pack_topk",
+    "register_tier", "remove_tier", "router_gemm", "router_topk", "silu_mul_quant_fp8", "tuning", "warmup",
 ]

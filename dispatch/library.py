@@ -23,6 +23,9 @@ def _register(op) -> None:
             args.insert(i, None)
         return op.run(*args)
 
+    if op.traced is not None:
+        impl = op.traced[0]
+
     custom = torch.library.custom_op(f"cute_kernels::{op.name}", impl, mutates_args=(), schema=op.schema)
     custom.register_fake(op.fake)
     op.custom_op = custom

@@ -125,10 +125,14 @@ class Op:
       problem's plan is built, so a key holds every fact it checks that the tiers do not;
     - ``fake(*inputs)``: the custom op's outputs for torch.compile's tracing (shapes, dtypes,
       strides), after checking the arguments as a call would;
-    - ``examples(preset, device)``: ``make(M) -> args`` for each call a preset makes (warmup)."""
+    - ``examples(preset, device)``: ``make(M) -> args`` for each call a preset makes (warmup);
+    - ``traced``: for an op whose results are not simply its output parameters, ``(impl,
+      compiled)``: the custom op's implementation over the schema's arguments, and the compiled
+      path over the op's parameters (in place of ``Op.compiled``'s)."""
 
     def __init__(self, name: str, tiers: list[Tier], *, params: tuple, outputs: tuple, schema: str,
-                 problem: type, key: Callable, check: Callable, fake: Callable, examples: Callable):
+                 problem: type, key: Callable, check: Callable, fake: Callable, examples: Callable,
+                 traced: tuple | None = None):
         self.name = name
         self.tiers = tiers
         self.params = tuple(p if isinstance(p, Param) else Param(p) for p in params)
@@ -142,6 +146,7 @@ class Op:
         self._output_at = [names.index(o) for o in outputs]
         self._input_at = [i for i, n in enumerate(names) if n not in outputs]
         self.schema = schema
+        self.traced = traced
         self.plans: dict = {}
         self.missing: dict = {}  # (problem, tier name) -> why: the tier found no compiled kernel
         self.custom_op = None  # set by dispatch.library
@@ -187,6 +192,8 @@ class Op:
         if torch.is_grad_enabled() and any(isinstance(args[i], torch.Tensor) and args[i].requires_grad
                                            for i in self._input_at):
             raise self.needs_grad_error()
+        if self.traced is not None:
+            return self.traced[1](*args)
         results = self.custom_op(*(args[i] for i in self._input_at))
         if len(self.outputs) == 1:
             results = (results,)

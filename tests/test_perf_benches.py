@@ -57,8 +57,8 @@ def test_benches_are_frozen_and_each_has_a_valid_main_input():
     with pytest.raises(dataclasses.FrozenInstanceError):
         bench.op = "other"
     assert {b.op: (b.main_input, b.main_index) for b in BENCHES.values()} == {
-        "router_gemm": ("x", 0), "norm_router_gemm": ("x", 0), "silu_mul_quant_fp8": ("x", 0),
-        "pack_topk": ("weights", 1)}
+        "router_gemm": ("x", 0), "router_topk": ("x", 0), "norm_router_gemm": ("x", 0),
+        "silu_mul_quant_fp8": ("x", 0), "pack_topk": ("weights", 1)}
     with pytest.raises(ValueError, match="pdl_off needs pdl"):
         Impl("torch", "no PDL to switch off", pdl_off=True)
 
@@ -68,7 +68,8 @@ def test_bench_implementations_are_named_as_the_dispatcher_tiers():
         names = bench.impl_names()
         assert set(tiers.op_tiers(bench.op).names()) <= set(names), bench.op  # every tier is timed by its name
         others = set(names) - set(tiers.op_tiers(bench.op).names())
-        assert others <= {"dispatch", "flashinfer", "torch_compile"}, (bench.op, others)
+        # the dispatcher, peers, and (for the routing step) the router GEMM it is held against
+        assert others <= {"dispatch", "flashinfer", "torch_compile", "router_gemm"}, (bench.op, others)
 
 
 # -- modes: plan and rows --------------------------------------------------------------------------

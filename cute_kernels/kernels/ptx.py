@@ -89,3 +89,9 @@ def load_global_cg(ptr, n: int, *, loc=None, ip=None):
     if n == 1:
         return [Float32(res)]
     return [Float32(llvm.extractvalue(T.f32(), res, [i], loc=loc, ip=ip)) for i in range(n)]
+
+
+@dsl_user_op
+def f32_bits(v, *, loc=None, ip=None):
+    """The bits of an fp32 value as an int32 (a bit cast, no conversion)."""
+    return Int32(llvm.bitcast(T.i32(), Float32(v).ir_value(loc=loc, ip=ip), loc=loc, ip=ip))

@@ -4,12 +4,16 @@ derive, and the shared-memory plan that both the host (budget, launch size) and 
 
 ``RouterGemm``: logits[M, E] = x[M, H] @ W[E, H]^T (+ bias), fp32 accumulation.
 ``NormRouterGemm``: the same with the RMSNorm of x fused in (``cute_kernels.norm_router_gemm``).
+``RouterTopk`` / ``NormRouterTopk``: either, with scoring and top-k selection fused after it
+(``cute_kernels.router_topk``, ``norm_router_topk``); ``Route``: the selection alone, from logits
+in memory (``cute_kernels.route``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...routing import RoutingConfig
 from ..common import WARP, WIDTHS, Slot, plan_bytes
 
 VARIANTS = ("dot", "mma")
@@ -73,6 +77,11 @@ class RouterGemm:
 
     @property
     def has_norm(self) -> bool:
+        return False
+
+    @property
+    def selects(self) -> bool:
+        """Whether the CTAs go on to choose each token's top-k experts (``RouterTopk``)."""
         return False
 
     def workspace_ints(self, m: int, e: int) -> int:
@@ -151,8 +160,9 @@ class RouterGemm:
         tile = self.m_tile * self.e_tile
         plan += [Slot("red", "float32", (self.consumer_warps, self.m_tile, self.e_tile), (tile, self.e_tile, 1), 16),
                  Slot("full", "int64", (st,), (1,), 8)]
-        if self.uses_workspace:
+        if self.uses_workspace or self.selects:
             plan.append(Slot("last", "int32", (1,), (1,), 4))
+        plan += self.select_plan()
         if self.uses_cluster:
             owned = self.owned_vecs * self.red_vec
             plan.append(Slot("inbox", "float32", (self.split_k, owned), (owned, 1), 16))
@@ -162,6 +172,9 @@ class RouterGemm:
         return plan
 
     def norm_plan(self) -> list[Slot]:
+        return []
+
+    def select_plan(self) -> list[Slot]:
         return []
 
     def smem_bytes(self) -> int:
@@ -216,3 +229,95 @@ class NormRouterGemm(RouterGemm):
         k = self.k_tile
         return [Slot("norm_w", self.norm_dtype, (1, k, self.stages), (k, 1, self.norm_slot), TMA_ALIGN),
                 Slot("stats", "float32", (2 + self.consumer_warps, self.m_tile), (self.m_tile, 1), 16)]
+
+
+MAX_EXPERTS = 1024  # a lane holds E / 32 of a token's experts in registers while it selects
+MAX_GROUPS = 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selection:
+    """How a token's top-k experts are chosen: the fields of ``routing.RoutingConfig`` (its
+    ``scaling`` is a run-time argument: no recompile per model) and the experts E, which the
+    selection needs at compile time (a lane holds ``lane_experts`` of them). ``packed``: the
+    result is ``pack_topk``'s int32 ``(id << 16) | bits(bf16(weight))`` instead of weights and ids."""
+
+    experts: int
+    scoring: str
+    top_k: int
+    n_group: int = 1
+    topk_group: int = 1
+    renormalize: bool = False
+    correction_bias: bool = False
+    packed: bool = False
+
+    def check_selection(self):
+        self.routing.check(self.experts)  # ValueError naming the field
+        if self.experts > MAX_EXPERTS or self.n_group > MAX_GROUPS:
+            raise ValueError(f"the fused selection takes up to {MAX_EXPERTS} experts in up to {MAX_GROUPS} groups")
+        if self.packed and self.experts > 32768:
+            raise ValueError("packed ids keep 15 bits: E must be at most 32768")
+
+    @property
+    def routing(self) -> RoutingConfig:
+        return RoutingConfig(self.scoring, self.top_k, self.n_group, self.topk_group, self.renormalize, 1.0,
+                             self.correction_bias)
+
+    @property
+    def lane_experts(self) -> int:
+        """Experts of a token each lane of a selecting warp holds: lane l, [l * V, (l + 1) * V)."""
+        return -(-self.experts // WARP)
+
+    @property
+    def group_size(self) -> int:
+        return self.experts // self.n_group
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterTopk(Selection, RouterGemm):
+    """The router GEMM, then each token's top-k: every CTA stores its fp32 logits (to the
+    caller's ``logits_out``, else to a workspace; L2 either way), counts itself in at its token
+    tile's arrival counter, and the last CTA of a token tile, which then sees every expert's
+    logit, selects for the tile's tokens (one warp per token)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.out_dtype != "float32":
+            raise ValueError("the selection reads fp32 logits: out_dtype must be float32")
+        if self.uses_workspace:
+            raise ValueError("the selection counts the CTAs that store logits: split H across a cluster")
+        self.check_selection()
+
+    @property
+    def selects(self) -> bool:
+        return True
+
+    @property
+    def arrivals(self) -> int:
+        """CTAs that store part of a token tile's logits: every CTA of its expert tiles."""
+        return -(-self.experts // self.e_tile) * (self.split_k if self.uses_cluster else 1)
+
+    def select_plan(self) -> list[Slot]:
+        """The correction bias, staged once per CTA before the grid-dependency wait."""
+        return [Slot("cbias", "float32", (self.experts,), (1,), 16)] if self.correction_bias else []
+
+    def workspace_ints(self, m: int, e: int) -> int:
+        """The token tiles' arrival counters, then room for the fp32 logits when the caller
+        gives no ``logits_out``."""
+        return WORKSPACE_COUNTERS + m * e
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormRouterTopk(NormRouterGemm, RouterTopk):
+    """The fused RMSNorm + router GEMM, then each token's top-k (as ``RouterTopk``)."""
+
+
+@dataclass(frozen=True)
+class Route(Selection):
+    """Scoring and top-k from fp32 logits in memory: one warp per token, ``warps`` per CTA."""
+
+    pdl: bool
+    warps: int = 4
+
+    def __post_init__(self):
+        self.check_selection()

@@ -25,10 +25,11 @@ import cutlass.cute as cute
 from cutlass.cute.nvgpu import cpasync
 
 from ..common import WARP
-from ..dsl import allocate, dtype, fake_stream, fake_tensor
-from .config import NormRouterGemm, RouterGemm
+from ..dsl import allocate, dtype, fake_stream, fake_tensor, pdl_enter
+from .config import NormRouterGemm, NormRouterTopk, Route, RouterGemm, RouterTopk
 from .consumers import Consumers
 from .reduction import Inbox, SplitKReduction
+from .selection import SelectOperands, Selector
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
@@ -85,10 +86,11 @@ class RouterGemmKernel(Consumers, SplitKReduction, RouterGemm):
         self.run_cta(tma_w_atom, mw, tma_x_atom, mx, bias, out, None, workspace)
 
     @cute.jit
-    def run_cta(self, tma_w_atom, mw, tma_x_atom, mx, bias, out, norm, workspace=None):
+    def run_cta(self, tma_w_atom, mw, tma_x_atom, mx, bias, out, norm, workspace=None, select=None):
         """One CTA: set up the stages, produce or consume, reduce and store. ``norm`` carries the
         RMSNorm operands of ``NormRouterGemm`` (None here); ``workspace`` the global reduction's
-        counters and partial tiles (read only when ``uses_workspace``)."""
+        counters and partial tiles (read only when ``uses_workspace``); ``select`` what the top-k
+        selection after the store reads and writes (``RouterTopk``; None here)."""
         tidx, _, _ = cute.arch.thread_idx()
         bidx, bidy, _ = cute.arch.block_idx()
         warp = cute.arch.make_warp_uniform(tidx // WARP)
@@ -106,7 +108,14 @@ class RouterGemmKernel(Consumers, SplitKReduction, RouterGemm):
         s_w, s_x, red, full = slots["w"], slots["x"], slots["red"], slots["full"].iterator
         if cutlass.const_expr(norm is not None):
             norm = norm._replace(s_weight=slots["norm_w"], stats=slots["stats"])
-        last = slots["last"] if cutlass.const_expr(self.uses_workspace) else None
+        last = slots["last"] if cutlass.const_expr(self.uses_workspace or self.selects) else None
+        staged_bias = None  # the correction bias in global memory, staged into shared memory
+        if cutlass.const_expr(select is not None):
+            staged_bias = select.cbias
+            if cutlass.const_expr(self.correction_bias):
+                select = select._replace(last=last, cbias=slots["cbias"])
+            else:
+                select = select._replace(last=last)
         inbox = None
         if cutlass.const_expr(self.uses_cluster):
             inbox = Inbox(slots["inbox"], slots.get("inbox_stats"), slots["inbox_full"].iterator)
@@ -134,6 +143,11 @@ class RouterGemmKernel(Consumers, SplitKReduction, RouterGemm):
                 # Before the wait: the bias does not depend on the previous kernel, and read at the
                 # store it would add a DRAM round trip to the end of the critical path.
                 self.load_bias(bias, bias_vals, e_blk, rank, tidx)
+            if cutlass.const_expr(select is not None and self.correction_bias):
+                # Likewise the selection's correction bias, into shared memory; the epilogue's
+                # barriers order these stores before the selection reads them.
+                for e in cutlass.range(tidx, self.experts, self.consumer_warps * WARP, unroll=1):
+                    select.cbias[e] = staged_bias[e]
             if cutlass.const_expr(self.pdl):
                 cute.arch.griddepcontrol_wait()
                 cute.arch.griddepcontrol_launch_dependents()
@@ -143,6 +157,14 @@ class RouterGemmKernel(Consumers, SplitKReduction, RouterGemm):
                 self.consume_dot(s_w, s_x, red, full, warp, lane, k_count, norm)
 
         self.reduce_and_store(red, bias_vals, out, e_blk, bidy, rank, tidx, h, norm, workspace, last, inbox)
+        if cutlass.const_expr(select is not None):
+            if tidx < self.consumer_warps * WARP:
+                self.count_in(select.counters.iterator + bidy, self.arrivals, last, tidx)
+                if last[0] != 0:  # every expert's logit of this token tile is in memory
+                    cute.arch.fence_acq_rel_gpu()
+                    for r in cutlass.range(warp, self.m_tile, self.consumer_warps, unroll=1):
+                        if bidy * self.m_tile + r < cute.size(out, mode=[0]):
+                            self.select_row(select, bidy * self.m_tile + r, lane)
         if cutlass.const_expr(norm is not None):
             self.store_normed(norm, s_x, e_blk, bidy, k_begin, k_count, tidx, h, cute.size(out, mode=[1]))
 
@@ -235,4 +257,123 @@ class NormRouterGemmKernel(NormRouterGemm, RouterGemmKernel):
         self.run_cta(tma_w_atom, mw, tma_x_atom, mx, out, out, NormOperands(tma_n_atom, mn, normed, eps))
 
 
-KERNELS = {RouterGemm: RouterGemmKernel, NormRouterGemm: NormRouterGemmKernel}
+class RouterTopkKernel(Selector, RouterTopk, RouterGemmKernel):
+    """The router GEMM with each token's top-k chosen after it (``selection``)."""
+
+    def fake_args(self):
+        m, h = cute.sym_int(), cute.sym_int(divisibility=8)
+        return (
+            fake_tensor(self.x_dtype, (m, h), (h, 1), 16),
+            fake_tensor(self.w_dtype, (self.experts, h), (h, 1), 16),
+            fake_tensor(self.bias_dtype, (self.experts,), (1,), 2) if self.bias_dtype else fake_tensor(
+                "float32", (1,), (1,), 4),
+            *self.select_fake_args(),
+            fake_stream(),
+        )
+
+    def select_fake_args(self):
+        """The logits' room (fp32, at least M * E: the caller's logits_out or a workspace), the
+        arrival counters (int32), the correction bias (any fp32 tensor without one), weights and
+        ids (the weights any fp32 [., k] tensor when packed), the scaling."""
+        rows, k = cute.sym_int(), self.top_k
+        return (
+            fake_tensor("float32", (cute.sym_int(),), (1,), 16),
+            fake_tensor("int32", (cute.sym_int(),), (1,), 16),
+            fake_tensor("float32", (self.experts,), (1,), 4) if self.correction_bias else fake_tensor(
+                "float32", (1,), (1,), 4),
+            fake_tensor("float32", (cute.sym_int(),) if self.packed else (rows, k), (1,) if self.packed else (k, 1),
+                        4),
+            fake_tensor("int32", (rows, k), (k, 1), 4),
+            Float32(1.0),
+        )
+
+    def logits_tensor(self, logits, x):
+        """The [M, E] view of the logits' room."""
+        return cute.make_tensor(logits.iterator, cute.make_layout((cute.size(x, mode=[0]), self.experts),
+                                                                  stride=(self.experts, 1)))
+
+    @cute.jit
+    def __call__(self, x: cute.Tensor, w: cute.Tensor, bias: cute.Tensor, logits: cute.Tensor,
+                 counters: cute.Tensor, cbias: cute.Tensor, weights: cute.Tensor, ids: cute.Tensor,
+                 scaling: Float32, stream):
+        tma_w, tma_x = self.tma_atom(w, self.e_tile), self.tma_atom(x, self.m_tile)
+        self.kernel(tma_w.atom, tma_w.tma_tensor, tma_x.atom, tma_x.tma_tensor, bias, self.logits_tensor(logits, x),
+                    counters, cbias, weights, ids, scaling).launch(stream=stream, **self.launch_args(x, w))
+
+    @cute.kernel
+    def kernel(self, tma_w_atom: cute.CopyAtom, mw: cute.Tensor, tma_x_atom: cute.CopyAtom, mx: cute.Tensor,
+               bias: cute.Tensor, logits: cute.Tensor, counters: cute.Tensor, cbias: cute.Tensor,
+               weights: cute.Tensor, ids: cute.Tensor, scaling: Float32):
+        self.run_cta(tma_w_atom, mw, tma_x_atom, mx, bias, logits, None,
+                     select=SelectOperands(logits, cbias, weights, ids, scaling, counters))
+
+
+class NormRouterTopkKernel(NormRouterTopk, NormRouterGemmKernel, RouterTopkKernel):
+    """The fused RMSNorm + router GEMM with each token's top-k chosen after it."""
+
+    def fake_args(self):
+        m, h = cute.sym_int(), cute.sym_int(divisibility=8)
+        return (
+            fake_tensor(self.x_dtype, (m, h), (h, 1), 16),
+            fake_tensor(self.w_dtype, (self.experts, h), (h, 1), 16),
+            fake_tensor(self.norm_dtype, (1, h), (h, 1), 16),
+            fake_tensor(self.x_dtype, (m, h), (h, 1), 16),
+            Float32(1e-6),
+            *self.select_fake_args(),
+            fake_stream(),
+        )
+
+    @cute.jit
+    def __call__(self, x: cute.Tensor, w: cute.Tensor, norm_weight: cute.Tensor, normed: cute.Tensor, eps: Float32,
+                 logits: cute.Tensor, counters: cute.Tensor, cbias: cute.Tensor, weights: cute.Tensor,
+                 ids: cute.Tensor, scaling: Float32, stream):
+        tma_w, tma_x = self.tma_atom(w, self.e_tile), self.tma_atom(x, self.m_tile)
+        tma_n = self.tma_atom(norm_weight, 1)
+        self.kernel(tma_w.atom, tma_w.tma_tensor, tma_x.atom, tma_x.tma_tensor, tma_n.atom, tma_n.tma_tensor,
+                    normed, eps, self.logits_tensor(logits, x), counters, cbias, weights, ids, scaling).launch(
+            stream=stream, **self.launch_args(x, w))
+
+    @cute.kernel
+    def kernel(self, tma_w_atom: cute.CopyAtom, mw: cute.Tensor, tma_x_atom: cute.CopyAtom, mx: cute.Tensor,
+               tma_n_atom: cute.CopyAtom, mn: cute.Tensor, normed: cute.Tensor, eps: Float32, logits: cute.Tensor,
+               counters: cute.Tensor, cbias: cute.Tensor, weights: cute.Tensor, ids: cute.Tensor, scaling: Float32):
+        # No bias: the slot is never read, any tensor fills it.
+        self.run_cta(tma_w_atom, mw, tma_x_atom, mx, logits, logits, NormOperands(tma_n_atom, mn, normed, eps),
+                     select=SelectOperands(logits, cbias, weights, ids, scaling, counters))
+
+
+class RouteKernel(Selector, Route):
+    """Scoring and top-k from fp32 logits written by an earlier kernel: one warp per token."""
+
+    def fake_args(self):
+        m, k = cute.sym_int(), self.top_k
+        return (
+            fake_tensor("float32", (m, self.experts), (self.experts, 1), 4),
+            fake_tensor("float32", (self.experts,), (1,), 4) if self.correction_bias else fake_tensor(
+                "float32", (1,), (1,), 4),
+            fake_tensor("float32", (cute.sym_int(),) if self.packed else (m, k), (1,) if self.packed else (k, 1), 4),
+            fake_tensor("int32", (m, k), (k, 1), 4),
+            Float32(1.0),
+            fake_stream(),
+        )
+
+    @cute.jit
+    def __call__(self, logits: cute.Tensor, cbias: cute.Tensor, weights: cute.Tensor, ids: cute.Tensor,
+                 scaling: Float32, stream):
+        blocks = cute.ceil_div(cute.size(logits, mode=[0]), self.warps)
+        self.kernel(logits, cbias, weights, ids, scaling).launch(
+            grid=[blocks, 1, 1], block=[self.warps * WARP, 1, 1], stream=stream, use_pdl=self.pdl)
+
+    @cute.kernel
+    def kernel(self, logits: cute.Tensor, cbias: cute.Tensor, weights: cute.Tensor, ids: cute.Tensor,
+               scaling: Float32):
+        tidx, _, _ = cute.arch.thread_idx()
+        bidx, _, _ = cute.arch.block_idx()
+        pdl_enter(self.pdl)
+        row = bidx * self.warps + tidx // WARP
+        if row < cute.size(logits, mode=[0]):
+            self.select_row(SelectOperands(logits, cbias, weights, ids, scaling), row, tidx % WARP)
+
+
+KERNELS = {RouterGemm: RouterGemmKernel, NormRouterGemm: NormRouterGemmKernel, RouterTopk: RouterTopkKernel,
+           NormRouterTopk: NormRouterTopkKernel, Route: RouteKernel}

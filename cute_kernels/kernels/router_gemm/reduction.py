@@ -112,24 +112,31 @@ class SplitKReduction:
     @cute.jit
     def publish_partial(self, vecs, n_vec, workspace, parts_at, last, tile, rank, tidx):
         """Global reduction: write this CTA's partial tile to its slot of ``parts_at``, then count
-        it in at the tile's counter (release); ``last[0]`` says whether it was the tile's last (then
-        the counter is reset for the next launch, which starts only after this grid completes)."""
+        it in at the tile's counter (``count_in``)."""
         consumer_threads = self.consumer_warps * WARP
         rv = self.red_vec
         if tidx < consumer_threads:
             mine = parts_at + rank * (n_vec * rv)
             for v in cutlass.range(tidx, n_vec, consumer_threads, unroll=1):
                 cute.make_tensor(mine + v * rv, cute.make_layout(rv)).store(vecs[(None, v)].load())
-            cute.arch.fence_acq_rel_gpu()
-            cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
-            if tidx == 0:
-                arrived = cute.arch.atomic_add(workspace.iterator + tile, Int32(1), sem="acq_rel", scope="gpu")
-                is_last = Int32(0)
-                if arrived == self.split_k - 1:
-                    is_last = Int32(1)
-                    workspace[tile] = Int32(0)
-                last[0] = is_last
-            cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
+            self.count_in(workspace.iterator + tile, self.split_k, last, tidx)
+
+    @cute.jit
+    def count_in(self, counter, arrivals, last, tidx):
+        """For the consumer threads, after their global stores: publish them (release) and count
+        this CTA in at ``counter``; ``last[0]`` then says whether it was the last of ``arrivals``
+        (the counter is reset for the next launch, which starts only after this grid completes)."""
+        consumer_threads = self.consumer_warps * WARP
+        cute.arch.fence_acq_rel_gpu()
+        cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
+        if tidx == 0:
+            arrived = cute.arch.atomic_add(counter, Int32(1), sem="acq_rel", scope="gpu")
+            is_last = Int32(0)
+            if arrived == arrivals - 1:
+                is_last = Int32(1)
+                cute.make_tensor(counter, cute.make_layout(1))[0] = Int32(0)
+            last[0] = is_last
+        cute.arch.barrier(barrier_id=1, number_of_threads=consumer_threads)
 
     @cute.jit
     def store_slot(self, rank, tidx):

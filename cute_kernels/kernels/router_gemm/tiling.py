@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass
 
 from ..common import FLOATS, H100_SMS, MAX_ELEMENTS, WIDTHS
-from .config import MMA_DTYPES, MMA_K, NormRouterGemm, RouterGemm
+from ...routing import RoutingConfig
+from .config import MAX_EXPERTS, MAX_GROUPS, MMA_DTYPES, MMA_K, NormRouterGemm, NormRouterTopk, Route, RouterGemm, \
+    RouterTopk
 
 OUT_DTYPES = ("float32", "bfloat16")
 NORM_X_DTYPES = ("bfloat16", "float16")
@@ -156,7 +158,7 @@ def m_tile_for(variant: str, m: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def pick(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: str | None, m: int, h: int, e: int,
-         variant: str, pdl: bool, num_sms: int = H100_SMS) -> RouterGemm:
+         variant: str, pdl: bool, num_sms: int = H100_SMS, reserve: int = 0) -> RouterGemm:
     """The specialisation for a call. Tiles come from M's bucket.
 
     ``dot``: no split where a CTA's share of H fits (a 2-way cluster split measured slower at
@@ -172,7 +174,8 @@ def pick(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: str | None, m: 
     Both hold a CTA's whole share of H in shared memory (``stages_for``); where it does not fit,
     fewer tokens share a CTA, then (dot) fewer experts, then H is split (further). Splits reduce
     across a cluster: through the global workspace (``RouterGemm.reduce``, an explicit config)
-    the same splits measured slower up to M = 16, level at M = 128."""
+    the same splits measured slower up to M = 16, level at M = 128. ``reserve``: shared-memory
+    bytes to leave for what a fused epilogue adds (the selection's)."""
     m_tile = m_tile_for(variant, m)
 
     def make(e_tile, tile, split_k, warps=4):
@@ -190,7 +193,7 @@ def pick(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: str | None, m: 
                     if split_k > 1 and split_k > -(-h // probe.k_tile):
                         continue
                     probe = dataclasses.replace(probe, consumer_warps=min(DOT_WARPS, probe.k_tiles_per_cta(h)))
-                    if stages := stages_for(probe, h):
+                    if stages := stages_for(probe, h, reserve):
                         return dataclasses.replace(probe, stages=stages)
         raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
     if w_dtype == "float32":  # 16-expert tiles first at every M (MiniMax-M2/M3)
@@ -206,7 +209,7 @@ def pick(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: str | None, m: 
         for warps in mma_warps(h, w_dtype):
             probe = make(e_tile, tile, 1, warps)
             probe = dataclasses.replace(probe, split_k=min(8, -(-h // probe.k_tile)))  # >= 1 k tile per CTA
-            if stages := stages_for(probe, h):
+            if stages := stages_for(probe, h, reserve):
                 return dataclasses.replace(probe, stages=stages)
     raise ValueError(f"hidden size H={h} is too large for the router kernel's shared memory")
 
@@ -236,16 +239,16 @@ def dot_e_tile(e: int, m_tile: int, m_tiles: int, ctas: float) -> int:
     return max(1, min(e, 16, max(2, math.ceil(e * m_tiles / ctas)), DOT_MAX_ACC // m_tile))
 
 
-def stages_for(config: RouterGemm, h: int) -> int:
+def stages_for(config: RouterGemm, h: int, reserve: int = 0) -> int:
     """Stages for a CTA's whole share of H (the kernel never reuses a stage), or 0 when they do
-    not fit in the shared-memory budget."""
+    not fit in the shared-memory budget (less ``reserve``)."""
     share = config.k_tiles_per_cta(h)
-    return share if dataclasses.replace(config, stages=share).smem_bytes() <= SMEM_BUDGET else 0
+    return share if dataclasses.replace(config, stages=share).smem_bytes() <= SMEM_BUDGET - reserve else 0
 
 
 @functools.lru_cache(maxsize=4096)
 def pick_norm(x_dtype: str, norm_dtype: str, w_dtype: str, out_dtype: str, m: int, h: int, e: int, pdl: bool,
-              num_sms: int = H100_SMS) -> NormRouterGemm:
+              num_sms: int = H100_SMS, reserve: int = 0) -> NormRouterGemm:
     """Tensor cores (the router's mma tiling) above NORM_DOT_MAX_M tokens when x, the norm
     weight and the gate are all bf16; otherwise the dot variant with the router's expert tile
     and no cluster (2- and 4-CTA clusters measured slower at M = 1, although each CTA then reads
@@ -260,7 +263,7 @@ def pick_norm(x_dtype: str, norm_dtype: str, w_dtype: str, out_dtype: str, m: in
             m_tiles = -(-m // tile)
             for split_cap in (1, 2, 4, 8) if variant == "dot" else (None, 8):
                 if variant == "mma":
-                    base = pick(x_dtype, w_dtype, out_dtype, None, m, h, e, "mma", pdl, num_sms)
+                    base = pick(x_dtype, w_dtype, out_dtype, None, m, h, e, "mma", pdl, num_sms, reserve)
                     e_tile, warps = base.e_tile, fused_mma_warps(base.consumer_warps)
                     split_cap = split_cap or base.split_k
                 else:
@@ -271,7 +274,7 @@ def pick_norm(x_dtype: str, norm_dtype: str, w_dtype: str, out_dtype: str, m: in
                 probe = dataclasses.replace(probe, split_k=split_k)
                 if variant == "dot":
                     probe = dataclasses.replace(probe, consumer_warps=min(warps, probe.k_tiles_per_cta(h)))
-                if stages := stages_for(probe, h):
+                if stages := stages_for(probe, h, reserve):
                     return dataclasses.replace(probe, stages=stages)
     raise ValueError(f"hidden size H={h} is too large for the fused kernel: a CTA's share of x does not fit "
                      "in shared memory (use the router GEMM on normed rows)")
@@ -282,6 +285,62 @@ def fused_mma_warps(router_warps: int) -> int:
     same shape: 7 where the router takes 7, else 4 (eighth round: 7 won on DeepSeek-V4-Pro, 4
     beat the router's 5 on DeepSeek-V4-Flash)."""
     return router_warps if router_warps == max(MMA_WARPS) else 4
+
+
+# -- top-k selection ----------------------------------------------------------------------------
+def supports_selection(routing: RoutingConfig, experts: int) -> str | None:
+    """Why the fused selection cannot take ``routing`` over ``experts``; None when it can."""
+    try:
+        routing.check(experts)
+    except ValueError as e:
+        return str(e)
+    if experts > MAX_EXPERTS:
+        return f"the fused selection takes up to {MAX_EXPERTS} experts; got E={experts}"
+    if routing.n_group > MAX_GROUPS:
+        return f"the fused selection takes up to {MAX_GROUPS} groups; got n_group={routing.n_group}"
+    return None
+
+
+def _selection(routing: RoutingConfig, experts: int, packed: bool) -> dict:
+    return dict(experts=experts, scoring=routing.scoring, top_k=routing.top_k, n_group=routing.n_group,
+                topk_group=routing.topk_group, renormalize=routing.renormalize,
+                correction_bias=routing.correction_bias, packed=packed)
+
+
+def _selection_bytes(routing: RoutingConfig, experts: int) -> int:
+    """What the selection adds to a CTA's shared memory, alignment included (``select_plan``,
+    the arrival flag)."""
+    return 16 + 4 * experts * routing.correction_bias + 16
+
+
+def _with_selection(cls, base, routing, experts, packed):
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    config = cls(**fields, **_selection(routing, experts, packed))
+    assert config.smem_bytes() <= SMEM_BUDGET, config  # the base pick left room for it
+    return config
+
+
+@functools.lru_cache(maxsize=4096)
+def pick_topk(x_dtype: str, w_dtype: str, bias_dtype: str | None, m: int, h: int, e: int, routing: RoutingConfig,
+              packed: bool, pdl: bool, num_sms: int = H100_SMS) -> RouterTopk:
+    """The router GEMM's own tiling for the call (fp32 logits), with the selection after it."""
+    base = pick(x_dtype, w_dtype, "float32", bias_dtype, m, h, e, variant_for(x_dtype, w_dtype, m, h), pdl, num_sms,
+                _selection_bytes(routing, e))
+    return _with_selection(RouterTopk, base, routing, e, packed)
+
+
+@functools.lru_cache(maxsize=4096)
+def pick_norm_topk(x_dtype: str, norm_dtype: str, w_dtype: str, m: int, h: int, e: int, routing: RoutingConfig,
+                   packed: bool, pdl: bool, num_sms: int = H100_SMS) -> NormRouterTopk:
+    """The fused norm-router's own tiling for the call (fp32 logits), with the selection after it."""
+    base = pick_norm(x_dtype, norm_dtype, w_dtype, "float32", m, h, e, pdl, num_sms, _selection_bytes(routing, e))
+    return _with_selection(NormRouterTopk, base, routing, e, packed)
+
+
+@functools.lru_cache(maxsize=1024)
+def pick_route(e: int, routing: RoutingConfig, packed: bool, pdl: bool) -> Route:
+    """The selection alone: 4 warps (tokens) per CTA."""
+    return Route(**_selection(routing, e, packed), pdl=pdl)
 
 
 # -- what presets and CI compile ----------------------------------------------------------------
@@ -296,9 +355,14 @@ def preset_configs(preset, pdl: bool = True, num_sms: int = H100_SMS, x_dtype: s
     h, e = preset.hidden_size, preset.num_experts
     configs = {pick(x_dtype, preset.gate_dtype, preset.logits_dtype, bias, m, h, e,
                     variant_for(x_dtype, preset.gate_dtype, m, h), pdl, num_sms) for m in ROUTER_M_VALUES}
+    configs |= {pick_topk(x_dtype, preset.gate_dtype, bias, m, h, e, preset.routing, False, pdl, num_sms)
+                for m in ROUTER_M_VALUES}
+    configs.add(pick_route(e, preset.routing, False, pdl))
     if preset.norm_router:
         configs |= {pick_norm("bfloat16", "bfloat16", preset.gate_dtype, preset.logits_dtype, m, h, e, pdl, num_sms)
                     for m in NORM_M_VALUES}
+        configs |= {pick_norm_topk("bfloat16", "bfloat16", preset.gate_dtype, m, h, e, preset.routing, False, pdl,
+                                   num_sms) for m in NORM_M_VALUES}
     return sorted(configs, key=repr)
 
 
@@ -335,9 +399,41 @@ NORM_VARIANTS = (
 )
 
 
+# (x, weight, bias, M, H, E, routing, packed, pdl): every scoring, groups, a correction bias,
+# renormalize, top_k 1 and 32, E = top_k and E not a multiple of 32, both variants and a split of
+# H across a cluster (large H), packed output, PDL off.
+TOPK_VARIANTS = (
+    ("bfloat16", "bfloat16", None, 1, 7168, 256, RoutingConfig("sigmoid", 8, 8, 4, True, 2.5, True), False, True),
+    ("bfloat16", "bfloat16", None, 16, 7168, 256, RoutingConfig("sigmoid", 8, 8, 4, True, 2.5, True), True, True),
+    ("bfloat16", "bfloat16", None, 64, 7168, 384, RoutingConfig("sigmoid", 8, 1, 1, True, 2.8, True), False, False),
+    ("bfloat16", "bfloat16", None, 8, 4096, 128, RoutingConfig("softmax", 8, renormalize=True), False, True),
+    ("bfloat16", "bfloat16", "bfloat16", 3, 2880, 128, RoutingConfig("topk_softmax", 4), False, True),
+    ("bfloat16", "bfloat16", None, 2, 5120, 128, RoutingConfig("topk_sigmoid", 1), False, True),
+    ("bfloat16", "float32", None, 32, 3072, 256, RoutingConfig("sigmoid", 8, renormalize=True, correction_bias=True),
+     False, True),
+    ("bfloat16", "bfloat16", None, 1, 7168, 896, RoutingConfig("sigmoid", 16, renormalize=True, correction_bias=True),
+     True, True),
+    ("float32", "float32", None, 5, 64, 33, RoutingConfig("softmax", 32), False, True),
+    ("bfloat16", "bfloat16", None, 1, 64, 1, RoutingConfig("sigmoid", 1), False, True),
+    ("bfloat16", "bfloat16", None, 128, 65536, 40, RoutingConfig("sqrt_softplus", 6, 4, 2, True, 1.5, True), False,
+     True),
+)
+# (x, norm, gate, M, H, E, routing, packed, pdl): the DeepSeek-V4 routing on both variants.
+NORM_TOPK_VARIANTS = (
+    ("bfloat16", "bfloat16", "bfloat16", 1, 7168, 384, RoutingConfig("sqrt_softplus", 6, 1, 1, True, 2.5, True),
+     False, True),
+    ("bfloat16", "bfloat16", "bfloat16", 16, 4096, 256, RoutingConfig("sqrt_softplus", 6, 1, 1, True, 1.5, True),
+     True, True),
+)
+
+
 def variants() -> list:
-    """Every code path of both kernels: each dtype pair, variant, reduction and PDL setting."""
+    """Every code path of the family's kernels: each dtype pair, variant, reduction, selection
+    and PDL setting."""
     configs = {pick(*v) for v in VARIANTS}
     configs |= {dataclasses.replace(pick(*v), reduce="global") for v in GLOBAL_REDUCE}
     configs |= {pick_norm(*v) for v in NORM_VARIANTS}
+    configs |= {pick_topk(*v) for v in TOPK_VARIANTS}
+    configs |= {pick_norm_topk(*v) for v in NORM_TOPK_VARIANTS}
+    configs |= {pick_route(e, routing, packed, pdl) for _, _, _, _, _, e, routing, packed, pdl in TOPK_VARIANTS}
     return sorted(configs, key=repr)
