@@ -123,7 +123,7 @@ class CacheEntry:
 def _callable(compiled):
     """What a call should use: the TVM-FFI function inside the DSL's compiled object, as loading an
     exported object gives it. The object's own ``__call__`` adds Python frames to every launch
-    (0.75 us on the H100 host). Without a GPU the DSL makes no function: the object itself."""
+    (perf/NOTES.md, host overhead). Without a GPU the DSL makes no function: the object itself."""
     raw = getattr(compiled, "__tvm_ffi_object__", None)
     fn = raw() if raw is not None else None
     return compiled if fn is None else fn

@@ -110,11 +110,55 @@ def norm_router_cases():
         yield
 
 
+def router_topk_cases():
+    """The routing step: the fused kernel on the dot variant (grouped sigmoid with a correction
+    bias), the tensor-core variant across a cluster (packed output), a softmax routing with a
+    partial expert tile and the gpt-oss bias, the fused norm-router with DeepSeek-V4's routing,
+    and the route kernel alone; each against the spec's routing of the kernel's own logits."""
+    from cute_kernels import presets
+    from cute_kernels.routing import RoutingConfig
+
+    paths = [  # (H, E, M, routing, gate bias, packed, pdl)
+        (7168, 256, 1, presets.get("deepseek-v3").routing, False, False, True),
+        (7168, 256, 16, presets.get("deepseek-v3").routing, False, True, True),
+        (2880, 128, 5, presets.get("gpt-oss-120b").routing, True, False, False),
+        (1024, 100, 33, RoutingConfig("softmax", 8, renormalize=True), False, False, True),
+    ]
+    for h, e, m, routing, has_bias, packed, pdl in paths:
+        x = torch.randn(m, h, device="cuda").to(torch.bfloat16)
+        w = (torch.randn(e, h, device="cuda") / h**0.5).to(torch.bfloat16)
+        b = torch.randn(e, device="cuda").to(torch.bfloat16) if has_bias else None
+        cb = torch.randn(e, device="cuda") * 0.1 if routing.correction_bias else None
+        logits = torch.full((m, e), float("nan"), device="cuda")
+        got = cute_kernels.router_topk(x, w, b, routing=routing, correction_bias=cb, logits_out=logits, packed=packed,
+                                       pdl=pdl)
+        want_w, want_ids = reference.route(logits, routing, cb)
+        if packed:
+            assert torch.equal(got >> 16, want_ids), (h, e, m)
+        else:
+            assert torch.equal(got[1], want_ids) and torch.allclose(got[0], want_w, rtol=1e-6), (h, e, m)
+        yield
+    v4 = presets.get("deepseek-v4-pro")
+    x = torch.randn(3, 7168, device="cuda").to(torch.bfloat16)
+    nw, gate = torch.ones(7168, device="cuda").to(torch.bfloat16), (torch.randn(384, 7168, device="cuda") / 85).to(
+        torch.bfloat16)
+    cb = torch.randn(384, device="cuda") * 0.1
+    logits = torch.empty(3, 384, device="cuda")
+    _, weights, ids = cute_kernels.norm_router_topk(x, nw, gate, routing=v4.routing, correction_bias=cb,
+                                                    logits_out=logits)
+    assert torch.equal(ids, reference.route(logits, v4.routing, cb)[1])
+    yield
+    weights, ids = cute_kernels.route(logits, routing=v4.routing, correction_bias=cb)
+    assert torch.equal(ids, reference.route(logits, v4.routing, cb)[1])
+    yield
+
+
 if __name__ == "__main__":
     n = sum(1 for _ in pack_topk_cases())
     m = sum(1 for _ in silu_mul_quant_cases())
     r = sum(1 for _ in router_gemm_cases())
     f = sum(1 for _ in norm_router_cases())
+    s = sum(1 for _ in router_topk_cases())
     torch.cuda.synchronize()
-    print(f"sanitizer workload: {n} pack_topk, {m} silu_mul_quant_fp8, {r} router_gemm and {f} norm_router_gemm "
-          "launches checked")
+    print(f"sanitizer workload: {n} pack_topk, {m} silu_mul_quant_fp8, {r} router_gemm, {f} norm_router_gemm and {s} "
+          "routing-step launches checked")

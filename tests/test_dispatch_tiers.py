@@ -8,6 +8,7 @@ are built directly (they are NamedTuples) to reach the cuBLAS tier, which needs 
 tensors to run.
 """
 
+import dataclasses
 import itertools
 import logging
 import sys
@@ -21,7 +22,7 @@ from cute_kernels import bridge, ops
 from cute_kernels import reference as spec
 from cute_kernels.compile import default_cache
 from cute_kernels.kernels.common import H100_SMS
-from cute_kernels.kernels.router_gemm import NormRouterGemm, RouterGemm
+from cute_kernels.kernels.router_gemm import NormRouterGemm, NormRouterTopk, Route, RouterGemm, RouterTopk
 from cute_kernels.kernels.router_gemm import tiling as router_tiling
 from cute_kernels.kernels.silu_mul_quant_fp8 import SiluMulQuantFp8
 from dispatch import environment, tiers, tuning
@@ -52,6 +53,8 @@ REAL_COMPILED = bridge.compiled  # the real lookup, which the ``calls`` fixture 
 def spec_kernel(kernel, args):
     """What the compiled ``kernel`` computes for ``args`` (its launch arguments), written into the
     outputs there; returns ``(op, variant or None, M)``."""
+    if isinstance(kernel, (RouterTopk, NormRouterTopk, Route)):
+        return spec_selection(kernel, args)
     if isinstance(kernel, NormRouterGemm):
         x, gate_weight, norm_weight, logits, normed, eps = args
         want_normed, want_logits = spec.norm_router_gemm(x, norm_weight.view(-1), gate_weight, eps, logits.dtype)
@@ -70,6 +73,34 @@ def spec_kernel(kernel, args):
     ids, weights, out = args
     out.copy_(spec.pack_topk(ids, weights))
     return "pack_topk", None, ids.shape[0]
+
+
+def spec_selection(kernel, args):
+    """The routing kernels: the spec's logits into the logits' room, then its routing."""
+    routing = kernel.routing
+    if isinstance(kernel, Route):
+        logits, cbias, weights, ids, scaling = args
+        op, m = "route", logits.shape[0]
+    else:
+        if isinstance(kernel, NormRouterTopk):
+            x, gate, norm_weight, normed, eps, room, _counters, cbias, weights, ids, scaling = args
+            want_normed, want_logits = spec.norm_router_gemm(x, norm_weight.view(-1), gate, eps)
+            normed.copy_(want_normed)
+            op = "norm_router_topk"
+        else:
+            x, w, bias, room, _counters, cbias, weights, ids, scaling = args
+            want_logits = spec.router_gemm(x, w, bias if kernel.bias_dtype else None)
+            op = "router_topk"
+        m = x.shape[0]
+        logits = room[:m * kernel.experts].view(m, kernel.experts)
+        logits.copy_(want_logits)
+    w_, i_ = spec.route(logits, dataclasses.replace(routing, scaling=scaling),
+                        cbias if routing.correction_bias else None)
+    if kernel.packed:
+        ids.copy_(spec.pack_topk(i_, w_))
+    else:
+        weights.copy_(w_), ids.copy_(i_)
+    return op, None, m
 
 
 class Launches(list):
@@ -447,11 +478,14 @@ def test_warmup_runs_every_tier_a_preset_can_pick(monkeypatch, calls):
     summary = dispatch.warmup(["deepseek-v3", "deepseek-v4-flash"])
     windows, _ = tuning.windows("router_gemm", "sm_90a", ("bfloat16", "bfloat16"), (7168, 256))
     first_m = sorted((max(w[0], 1), tier) for tier, w in windows.items() if w is not None)  # first M >= 1
-    assert [c for c in summary.calls if c[0] == "deepseek-v3"] == [
+    steps = ("router_topk", "norm_router_topk")
+    assert [c for c in summary.calls if c[0] == "deepseek-v3" and c[1] not in steps] == [
         # cuBLAS needs a real GPU: on the simulated one its window falls through to torch.
         ("deepseek-v3", "router_gemm", m, "torch" if tier == "cublas" else tier) for m, tier in first_m] + [
         ("deepseek-v3", "silu_mul_quant_fp8", 1, "cute")] + [("deepseek-v3", "pack_topk", 1, "cute")] * 4
     assert ("deepseek-v4-flash", "norm_router_gemm", 1, "cute-fused") in summary.calls
+    assert ("deepseek-v3", "router_topk", 1, "cute-fused") in summary.calls
+    assert ("deepseek-v4-flash", "norm_router_topk", 1, "cute-fused") in summary.calls
     assert ("router_gemm", "dot", 1) in calls and ("router_gemm", "mma", windows["cute-mma"][0]) in calls
     assert ("norm_router_gemm", None, 1) in calls
     assert "deepseek-v4-flash    norm_router_gemm     M=1      cute-fused" in str(summary)
@@ -609,3 +643,29 @@ def test_a_launcher_keeps_a_bounded_map(monkeypatch):
     assert looked_up[-1] == ("kernel", 0) and ran[-1] == ("kernel", 0)
     default_cache().clear_memory()
     assert launcher.functions == {}
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_routing_steps_run_their_fused_kernels_with_spec_results(monkeypatch, calls, gen, packed):
+    """The fused tiers' launchers pass the kernels what they read (logits room, counters,
+    correction bias, outputs): the recorders' spec results come back as the op's."""
+    from cute_kernels import presets
+
+    simulate(monkeypatch, "sm_90a")
+    p = presets.get("deepseek-v3")
+    x = torch.randn(5, 64, generator=gen).to(BF16)
+    w = (torch.randn(256, 64, generator=gen) / 8).to(BF16)
+    cbias = torch.randn(256, generator=gen) * 0.1
+    want_w, want_ids = spec.router_topk(x, w, routing=p.routing, correction_bias=cbias)
+    got = dispatch.router_topk(x, w, routing=p.routing, correction_bias=cbias, packed=packed)
+    assert calls[-1] == ("router_topk", None, 5)
+    if packed:
+        assert torch.equal(got, spec.pack_topk(want_ids, want_w))
+    else:
+        assert torch.equal(got[1], want_ids) and torch.equal(got[0], want_w)
+    q = presets.get("deepseek-v4-flash")
+    nw = torch.ones(64, dtype=BF16)
+    normed, *rest = dispatch.norm_router_topk(x, nw, w, routing=q.routing, correction_bias=cbias, packed=packed)
+    want = spec.norm_router_topk(x, nw, w, routing=q.routing, correction_bias=cbias)
+    assert calls[-1] == ("norm_router_topk", None, 5) and torch.equal(normed, want[0])
+    assert torch.equal(rest[-1], spec.pack_topk(want[2], want[1]) if packed else want[2])

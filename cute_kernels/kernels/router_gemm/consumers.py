@@ -90,7 +90,7 @@ class Consumers:
         apart from the others (``rest``): an infinite operand makes a zero part's product NaN,
         so a non-finite leading sum is kept as it is, as the unsplit product would give it.
         Each half of the lane's columns has its own accumulators too: independent MMA chains
-        (the fused kernel's M = 16 went 4.67 -> 4.31 us when its parts were split apart).
+        (measured faster for the fused kernel's split parts: perf/NOTES.md).
         Each warp then also sums x^2 over its columns per row."""
         eb, nb = self.e_tile // 16, self.m_tile // 8
         a_parts, b_parts = self.w_parts, (2 if norm is not None else 1)

@@ -168,7 +168,7 @@ def pick(x_dtype: str, w_dtype: str, out_dtype: str, bias_dtype: str | None, m: 
     (fewer when it has fewer tiles).
     ``mma``: H split 8 ways across a cluster; 32-expert tiles of M's token bucket up to 16
     tokens, 32 x 16-token tiles up to 64, then 32-token tiles of 16 experts (32 below 256
-    experts): each the best or within 0.15 us of the best of 28 tilings and reductions. With
+    experts): each the best, or close to it, of 28 tilings and reductions measured. With
     fp32 weights (three MMAs per weight) 16-expert tiles of 8, 16, 16 and 32 tokens up to
     M = 8, 16, 32 and beyond. Consumer warps: ``mma_warps``.
     Both hold a CTA's whole share of H in shared memory (``stages_for``); where it does not fit,

@@ -33,9 +33,9 @@ class SiluMulQuantFp8:
         """True fp32 divisions, as the spec writes them, only where the result must be
         bit-exact: power-of-two (ue8m0) scales. Otherwise an approximate reciprocal (1 ulp)
         for the SiLU denominator and one reciprocal of the scale per chunk: IEEE divisions are
-        ~10 instructions each, and at two per element they made the kernel issue-bound (H100,
-        T = 4096: 17.3 -> 15.7 us). Scales stay within 3e-7 relative of the spec's and q
-        within one e4m3 step."""
+        ~10 instructions each, and at two per element they made the kernel issue-bound
+        (perf/NOTES.md). Scales stay within 3e-7 relative of the spec's and q within one e4m3
+        step."""
         return self.ue8m0
 
     @property
