@@ -1,5 +1,5 @@
-"""Building ahead-of-time kernel directories (``cute-kernels aot``); reading them at run time is
-``cute_kernels.aot_dir``.
+"""Building ahead-of-time kernel directories (``cute-kernels aot``, whose command line is
+``cute_kernels.cli``); reading them at run time is ``cute_kernels.aot_dir``.
 
 ``cute-kernels aot`` compiles every specialisation some model presets need, for each target
 arch, on any machine (no GPU needed), in worker processes (``cute.compile`` is not thread-safe),
@@ -16,15 +16,17 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
+import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from . import catalog, keys, presets, runtime_shim
-from .aot_dir import FORMAT, MANIFEST, read_manifest, sha256, verify
+from .aot_dir import FORMAT, MANIFEST, read_manifest, sha256
 from .compile import KernelCache, compile_kernel
 from .kernels.common import H100_SMS
 
@@ -88,11 +90,55 @@ def cache_jobs(archs=None) -> list[Job]:
     return [Job(e.key, e.arch, cached=e) for e in KernelCache().entries() if not archs or e.arch in archs]
 
 
+ERROR_LOG = "build-errors.log"  # in the output directory, while the last build had failures
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+_PTXAS_ERROR = re.compile(r"ptxas[^\n]*?\berror\s*:\s*([^\n]+)")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences (the DSL colours its diagnostics)."""
+    return _ANSI.sub("", text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A kernel that did not build: its key, one line saying why, and the full text for the log."""
+
+    key: str
+    reason: str
+    text: str
+
+    @classmethod
+    def of(cls, key: str, error: BaseException) -> "Failure":
+        lines = [line.strip() for line in strip_ansi(str(error)).splitlines() if line.strip()]
+        # A compiler diagnostic opens with a headline ("error: PTX assembly failed") above the
+        # source excerpt and the ptxas log; other errors say little without their type.
+        reason = next((line for line in lines if "error" in line.lower()), None)
+        if reason is None:
+            reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        text = strip_ansi("".join(traceback.format_exception(error)))
+        ptxas = _PTXAS_ERROR.search(text)  # the assembler's first complaint, which the headline does not say
+        if ptxas is not None and ptxas.group(1).strip() not in reason:
+            reason += f" (ptxas: {ptxas.group(1).strip()})"
+        return cls(key, reason, text)
+
+
+def write_error_log(out: Path, failures: list) -> Path | None:
+    """The failures' full text (the worker's traceback included) in ``out/build-errors.log``;
+    None, and an earlier build's log removed, when nothing failed."""
+    log = out / ERROR_LOG
+    if not failures:
+        log.unlink(missing_ok=True)
+        return None
+    log.write_text("".join(f"=== {f.key}\n{f.text}\n" for f in failures))
+    return log
+
+
 @dataclasses.dataclass
 class Summary:
     built: int = 0
     up_to_date: int = 0
-    failed: list = dataclasses.field(default_factory=list)  # (key, message)
+    failed: list = dataclasses.field(default_factory=list)  # Failure
     seconds: float = 0.0
     bytes: int = 0  # of every library the requested jobs cover
 
@@ -143,7 +189,7 @@ def build(jobs: list[Job], out: Path, workers: int | None = None, stream=None, s
                             summary.built += 1
                             progress.step(job.key)
                         except Exception as e:  # noqa: BLE001 - report it, build the rest
-                            summary.failed.append((job.key, str(e)))
+                            summary.failed.append(Failure.of(job.key, e))
                             progress.step(f"FAILED {job.key}")
                         _write_manifest(out, manifest)
         _write_manifest(out, manifest)
@@ -208,35 +254,3 @@ class Progress:
             self.stream.write(text + "\n")
         self.stream.flush()
 
-
-# -- command line ---------------------------------------------------------------------------
-def main(args) -> int:
-    """``cute-kernels aot``: build (presets or the JIT cache) into ``--out``, or ``--verify DIR``."""
-    if args.verify:
-        problems, summary = verify(Path(args.verify))
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        if problems:
-            print(f"{args.verify}: {len(problems)} problem(s)", file=sys.stderr)
-            return 1
-        print(f"{args.verify}: ok, {summary}")
-        return 0
-    if not args.out or not (args.preset or args.from_cache or args.keys) or (args.preset and not args.arch):
-        print("cute-kernels aot: give --out DIR with --arch and --preset (or --from-cache, or --keys FILE), "
-              "or --verify DIR", file=sys.stderr)
-        return 2
-    try:
-        jobs = cache_jobs(args.arch) if args.from_cache else []
-        if args.keys:
-            lines = Path(args.keys).read_text().splitlines()
-            jobs += key_jobs([line for line in lines if line.strip() and not line.startswith("#")], args.arch)
-        jobs += preset_jobs(args.preset or [], args.arch or [], args.op, args.sm_count)
-    except ValueError as e:
-        print(f"cute-kernels aot: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    summary = build(list({job.key: job for job in jobs}.values()), out, args.jobs, sm_count=args.sm_count)
-    for key, message in summary.failed:
-        print(f"FAILED {key}:\n{message}", file=sys.stderr)
-    print(summary.line(out))
-    return 1 if summary.failed else 0

@@ -216,6 +216,19 @@ def test_from_cache_links_what_the_jit_compiled(cache_dir, tmp_path):
     assert cli("--verify", str(out)).returncode == 0
 
 
+def test_keys_file_builds_the_keys_that_arch_filters(tmp_path):
+    kernel = preset_topk_kernels()[0]
+    listed = [ck.CompileKey.of(kernel, arch).describe() for arch in ARCHS]
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("# what a GPU run used\n\n" + "\n".join(listed) + "\n")
+    out = tmp_path / "aot"
+    result = cli("--keys", str(keys_file), "--arch", "sm_100a", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["built"], summary["archs"], summary["failed"]) == (1, ["sm_100a"], [])
+    assert list(entries(out)) == [listed[1]]
+
+
 def test_every_catalog_key_names_its_kernel():
     from cute_kernels import catalog
 
