@@ -26,7 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from . import catalog, keys, presets, runtime_shim
-from .aot_dir import FORMAT, MANIFEST, read_manifest, sha256
+from .aot_dir import ERROR_LOG, FORMAT, MANIFEST, read_manifest, sha256
 from .compile import KernelCache, compile_kernel
 from .kernels.common import H100_SMS
 
@@ -90,7 +90,6 @@ def cache_jobs(archs=None) -> list[Job]:
     return [Job(e.key, e.arch, cached=e) for e in KernelCache().entries() if not archs or e.arch in archs]
 
 
-ERROR_LOG = "build-errors.log"  # in the output directory, while the last build had failures
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _PTXAS_ERROR = re.compile(r"ptxas[^\n]*?\berror\s*:\s*([^\n]+)")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import keys
 
 MANIFEST = "manifest.json"
+ERROR_LOG = "build-errors.log"  # the compiler output of a build's failures, which the builder leaves beside them
 FORMAT = 1
 
 
@@ -127,7 +128,7 @@ def verify(directory: Path) -> tuple[list[str], str]:
         return [f"{directory / MANIFEST}: missing or unreadable ({e})"], ""
     entries = manifest["entries"]
     check_sources = keys.dsl_available()
-    problems, listed, size = [], {MANIFEST}, 0
+    problems, listed, size = [], {MANIFEST, ERROR_LOG}, 0
     for text, entry in sorted(entries.items()):
         name = entry.get("file", "?")
         listed.add(name)
