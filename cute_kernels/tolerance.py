@@ -7,6 +7,11 @@ the GPU tests state (``tests/spec_check.py``): what ``cute-kernels demo`` holds 
 - router_gemm / norm_router_gemm logits: fp32 within a relative Frobenius error of 1e-5, bf16
   within one bf16 ulp plus a bound on the fp32 accumulation error; normed x within one ulp of
   its dtype. NaN and +-inf exactly where the spec has them.
+- router_topk / norm_router_topk: against the spec's routing of its float64-then-fp32 logits, with
+  the bound e on the fp32 accumulation error of each row's logits (as for bf16 logits): ids
+  identical except in rows whose chosen choice values agree with the spec's, as sets, within
+  2e + 1e-5 relative (only near-ties can swap), weights within 1e-5 + 4e relative where the ids
+  agree; NaN weights exactly where the spec's are.
 """
 
 from __future__ import annotations
@@ -35,7 +40,56 @@ def mismatch(op: str, a: dict, got: tuple) -> str | None:
         if why is None and not _within_ulp(got[0][finite], normed[finite], normed.dtype):
             why = "beyond one ulp"
         return f"normed x: {why}" if why else _logits(got[1], logits, normed, a["gate_weight"])
+    if op == "router_topk":
+        logits = spec.router_gemm(a["x"], a["weight"], a["bias"], torch.float32)
+        return _selection(got, logits, _sum_error(a["x"], a["weight"]), a)
+    if op == "norm_router_topk":
+        normed, logits = spec.norm_router_gemm(a["x"], a["norm_weight"], a["gate_weight"], a["eps"], torch.float32)
+        why = _layout(got[0], normed) or _special(got[0], normed)
+        return f"normed x: {why}" if why else _selection(got[1:], logits, _sum_error(normed, a["gate_weight"]), a)
     raise ValueError(f"no spec check for op {op!r}")
+
+
+def _scores(logits, scoring: str):
+    """Every expert's score as ``reference.route`` defines it (the topk_* scorings: the logits)."""
+    if scoring == "softmax":
+        return torch.softmax(logits, dim=1)
+    if scoring == "sigmoid":
+        return torch.sigmoid(logits)
+    if scoring == "sqrt_softplus":
+        return torch.nn.functional.softplus(logits).sqrt()
+    return logits
+
+
+def _sum_error(a, b):
+    """Per row, a bound on the fp32 accumulation error of the logits ``a @ b.T``."""
+    return (8 * a.shape[1] ** 0.5 * 2.0**-24 * (a.double().abs() @ b.double().abs().T)).amax(dim=1, keepdim=True)
+
+
+def _selection(got, logits, logit_error, a) -> str | None:
+    """The routing of logits whose fp32 sums may be off by ``logit_error`` (per row): a score
+    moves by at most that much (each scoring's slope is at most 1 per unit of logit, softmax's
+    relative change at most twice it), so choice values within it of each other may swap."""
+    routing, cbias = a["routing"], a["correction_bias"]
+    want_w, want_ids = spec.route(logits, routing, cbias)
+    weights, ids = got[0], got[1]  # the outputs out_weights, out_ids (then logits_out)
+    if a["packed"]:  # the packed values are in out_ids
+        weights, ids = (ids & 0xFFFF).to(torch.int16).view(torch.bfloat16).float(), (ids >> 16) & 0xFFFF
+        want_w = want_w.to(torch.bfloat16).float()
+    if not torch.equal(weights.isnan(), want_w.isnan()):
+        return "weights: NaN where the spec has none, or the reverse"
+    same = (ids == want_ids).all(dim=1)
+    if not same.all():
+        choice = _scores(logits.double(), routing.scoring) + (0 if cbias is None else cbias.double())
+        g = choice.gather(1, ids[~same].long()).sort(dim=1).values.double()
+        w = choice.gather(1, want_ids[~same].long()).sort(dim=1).values.double()
+        slack = 2 * logit_error[~same] + 1e-5 * w.abs()
+        if not ((g - w).abs() <= slack).all():
+            return f"{int((~same).sum())} rows chose other experts than the spec, and not near-ties"
+    g, w = weights[same].double(), want_w[same].double()
+    rtol = 1e-5 + 4 * logit_error[same]  # softmax-like weights: relative change up to 2x the logits' (x2 renormalised)
+    ok = ((g - w).abs() <= rtol * w.abs() + 1e-30) | w.isnan()
+    return None if ok.all() else f"{int((~ok).sum())} weights beyond 1e-5 relative"
 
 
 def _layout(got, want) -> str | None:

@@ -17,11 +17,12 @@ import pytest
 import torch
 
 import cute_kernels
-from cute_kernels import aot, cli, presets, timing, tolerance
+from cute_kernels import aot, catalog, cli, presets, timing, tolerance
 from cute_kernels import reference as spec
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESET, OP = "gpt-oss-20b", "PackTopk"  # 11 kernels in all, 4 of them top-k packing per arch
+PRESET, OP = "gpt-oss-20b", "PackTopk"  # 4 of its kernels are top-k packing, per arch
+N_KERNELS = len(catalog.preset_kernels(presets.get(PRESET)))  # every kernel of the preset
 COMMANDS = ("demo", "presets", "cache", "aot")
 
 
@@ -253,8 +254,9 @@ def test_demo_without_gpu_compiles_only(compiled):
     cache, first, _ = compiled
     assert first.stderr.startswith("no GPU: compiling only (for sm_90a)\n")
     steps = [line for line in first.stderr.splitlines() if line.startswith("[")]
-    assert len(steps) == 11 and steps[-1].startswith("[########################] 11/11 ") and "compiled in" in steps[-1]
-    assert f"11 kernels of preset {PRESET} for sm_90a: 11 compiled in" in first.stdout
+    n = N_KERNELS
+    assert len(steps) == n and steps[-1].startswith(f"[########################] {n}/{n} ") and "compiled in" in steps[-1]
+    assert f"{n} kernels of preset {PRESET} for sm_90a: {n} compiled in" in first.stdout
     assert f"cache: {cache}" in first.stdout and f"cute-kernels demo --preset {PRESET}" in first.stdout
     assert f"cute-kernels aot --arch sm_90a --preset {PRESET} --out" in first.stdout
 
@@ -263,8 +265,8 @@ def test_demo_json_without_gpu(compiled):
     cache, _, again = compiled
     data = json.loads(again.stdout)
     assert (data["mode"], data["preset"], data["arch"], data["compiled"], data["cached"]) == (
-        "compile", PRESET, "sm_90a", 0, 11)
-    assert data["cache"].startswith(str(cache)) and len(data["kernels"]) == 11
+        "compile", PRESET, "sm_90a", 0, N_KERNELS)
+    assert data["cache"].startswith(str(cache)) and len(data["kernels"]) == N_KERNELS
     assert all(k["source"] == "disk" and k["compile_seconds"] is None and k["load_seconds"] >= 0
                for k in data["kernels"])
 
@@ -272,7 +274,7 @@ def test_demo_json_without_gpu(compiled):
 def test_cache_json_and_text(compiled):
     cache = compiled[0]
     data = json.loads(run(["cache", "--json"], cache).stdout)
-    assert data["root"] == str(cache) and data["count"] == 11 and data["cleared"] is False
+    assert data["root"] == str(cache) and data["count"] == N_KERNELS and data["cleared"] is False
     assert data["bytes"] == sum(e["bytes"] for e in data["entries"]) > 0 and data["root_bytes"] >= data["bytes"]
     assert {e["arch"] for e in data["entries"]} == {"sm_90a"}
     assert all(e["format"] in ("so", "o") for e in data["entries"])
@@ -315,7 +317,8 @@ def cpu_gpu_demo(monkeypatch):
 def test_gpu_demo_rows(cpu_gpu_demo):
     rows = cli.run_preset(presets.get("deepseek-v4-flash"), device="cpu", m_values=(1, 3))
     ops = [r["op"] for r in rows]
-    assert ops == ["router_gemm"] * 2 + ["norm_router_gemm"] * 2 + ["silu_mul_quant_fp8"] * 2 + ["pack_topk"] * 8
+    assert ops == (["router_gemm"] * 2 + ["router_topk"] * 2 + ["norm_router_gemm"] * 2 + ["norm_router_topk"] * 2
+                   + ["silu_mul_quant_fp8"] * 2 + ["pack_topk"] * 8)
     assert all(r["error"] is None and r["tier"] == "torch" and (r["cute_us"], r["torch_us"], r["speedup"]) ==
                (2.0, 6.0, 3.0) for r in rows), rows
     pack_inputs = [r["inputs"] for r in rows if r["op"] == "pack_topk"][::2]
@@ -342,7 +345,7 @@ def test_gpu_demo_command_json_and_table(cpu_gpu_demo, monkeypatch, capsys):
     out, err = capsys.readouterr()
     data = json.loads(out)
     assert (data["mode"], data["preset"], data["ok"], data["device"]["device"]) == ("run", PRESET, True, "fake GPU")
-    assert [r["op"] for r in data["rows"]] == ["router_gemm", "silu_mul_quant_fp8"] + ["pack_topk"] * 4
+    assert [r["op"] for r in data["rows"]] == ["router_gemm", "router_topk", "silu_mul_quant_fp8"] + ["pack_topk"] * 4
     assert err.startswith("fake GPU: 132 SMs")
     assert cli.main(["demo", "--preset", PRESET]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:4] == ["router_gemm", "bf16,bf16,bf16", "1", "torch"]
