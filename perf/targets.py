@@ -1,7 +1,7 @@
 """The speed targets, in one place: cold us per call inside a CUDA graph on the H100, PDL on,
 back to back (mode b2b) unless a target names another mode.
 
-- router_gemm and norm_router_gemm: the product's targets (README, Performance), set below the
+- router_gemm and norm_router_gemm: the product's targets, set below the
   best specialised peers measured on the H100 (docs/benchmarking.md);
 - silu_mul_quant_fp8 and pack_topk: the targets of perf/NOTES.md.
 
@@ -16,7 +16,7 @@ import dataclasses
 
 from perf.bench import B2B
 
-README = "README targets"
+PRODUCT = "product targets (perf/targets.py)"
 NOTES = "perf/NOTES.md"
 
 
@@ -48,9 +48,9 @@ ROUTER_TARGET_US = {
 NORM_ROUTER_TARGET_US = {"deepseek-v4-pro": {1: 3.3, 4: 3.5, 16: 4.0}}
 
 TARGETS = (
-    [Target("router_gemm", {"preset": p, "M": m}, ("cute-dot", "cute-mma"), us, README)
+    [Target("router_gemm", {"preset": p, "M": m}, ("cute-dot", "cute-mma"), us, PRODUCT)
      for p, by_m in ROUTER_TARGET_US.items() for m, us in by_m.items()]
-    + [Target("norm_router_gemm", {"preset": p, "M": m}, ("cute-fused",), us, README)
+    + [Target("norm_router_gemm", {"preset": p, "M": m}, ("cute-fused",), us, PRODUCT)
        for p, by_m in NORM_ROUTER_TARGET_US.items() for m, us in by_m.items()]
     + [Target("silu_mul_quant_fp8", {"H": 2048, "group_size": 128, "scale_layout": "row", "T": t}, ("cute",), us,
               NOTES) for t, us in ((16, 2.0), (4096, 16.0), (32768, 125.0))]
