@@ -148,9 +148,7 @@ class RouterGemmKernel(Consumers, SplitKReduction, RouterGemm):
                 # barriers order these stores before the selection reads them.
                 for e in cutlass.range(tidx, self.experts, self.consumer_warps * WARP, unroll=1):
                     select.cbias[e] = staged_bias[e]
-            if cutlass.const_expr(self.pdl):
-                cute.arch.griddepcontrol_wait()
-                cute.arch.griddepcontrol_launch_dependents()
+            pdl_enter(self.pdl)
             if cutlass.const_expr(self.variant == "mma"):
                 self.consume_mma(s_w, s_x, red, full, warp, lane, k_count, norm)
             else:
@@ -195,9 +193,7 @@ class RouterGemmKernel(Consumers, SplitKReduction, RouterGemm):
             cute.copy(tma_w_atom, t_gw[(None, k_begin + i)], t_sw[(None, i)], tma_bar_ptr=full + i)
             if cutlass.const_expr(norm is not None):
                 cute.copy(norm.tma_atom, t_gn[(None, k_begin + i)], t_sn[(None, i)], tma_bar_ptr=full + i)
-        if cutlass.const_expr(self.pdl):
-            cute.arch.griddepcontrol_wait()
-            cute.arch.griddepcontrol_launch_dependents()
+        pdl_enter(self.pdl)
         for i in cutlass.range(first, unroll=1):
             cute.copy(tma_x_atom, t_gx[(None, k_begin + i)], t_sx[(None, i)], tma_bar_ptr=full + i)
 
