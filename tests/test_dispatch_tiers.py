@@ -185,7 +185,7 @@ def test_router_selection_matrix(monkeypatch, calls, arch, xd, wd):
         if not dense and h == 64 and arch != "sm_80" and xd == wd == BF16:
             assert "16-byte aligned" in steps["cute-dot"]
         if (xd, wd) not in MMA_PAIRS and arch != "sm_80":
-            assert "the tensor cores need x and weight both bfloat16 or both float16, or bfloat16 x with float32" in steps["cute-mma"]
+            assert "variant='mma' (tensor cores) needs x and weight both bfloat16 or both float16, or bfloat16 x" in steps["cute-mma"]
 
 
 # A table of the test's own: the shipped one changes whenever a measured sweep rewrites it.
@@ -223,11 +223,11 @@ def test_router_kernel_row_limit(monkeypatch, calls):
     over = router.OP.explain(p, limit + 1)
     assert over.tier == "cublas" and f"over its limit of {limit} rows" in dict(over.steps)["cute-mma"]
     wide = dict(router.OP.explain(router_problem(BF16, BF16, h + 8), 1).steps)
-    assert f"take H up to {h} with bfloat16 weights" in wide["cute-mma"] and wide["cute-dot"] == "runs"
+    assert f"takes H up to {h} with bfloat16 weights" in wide["cute-mma"] and wide["cute-dot"] == "runs"
     assert "H=65544 is over 65536" in dict(router.OP.explain(router_problem(BF16, BF16, 65544), 1).steps)[
         "cute-dot"]
     fp32_w = dict(router.OP.explain(router_problem(BF16, FP32, h // 2 + 8), 1000).steps)
-    assert f"take H up to {h // 2} with float32 weights" in fp32_w["cute-mma"]
+    assert f"takes H up to {h // 2} with float32 weights" in fp32_w["cute-mma"]
 
 
 def norm_problem(gate_dtype=BF16, h=64, dense=True, device=CUDA0):

@@ -218,7 +218,7 @@ def test_rejects_what_it_cannot_do(gen):
         op(x, w.cpu())
     with pytest.raises(ValueError, match="out overlaps x"):
         op(x, w, out=x.view(-1).view(torch.float32)[:256].view(4, 64))
-    with pytest.raises(ValueError, match="variant='mma' needs x and weight both bf16 or both fp16"):
+    with pytest.raises(ValueError, match=r"variant='mma' \(tensor cores\) needs x and weight both bfloat16 or both float16"):
         op(x.float(), w, variant="mma")
     with pytest.raises(ValueError, match="variant='mma' takes H up to 16384 with float32 weights"):
         op(torch.zeros(1, 16392, dtype=torch.bfloat16, device="cuda"),

@@ -91,15 +91,15 @@ def supports(p: Problem, variant: str | None = None) -> str | None:
     if p.out_dtype not in OUT_DTYPES:
         return f"out_dtype must be float32 or bfloat16; got {p.out_dtype}"
     if variant == "mma" and not mma_dtypes(p.x_dtype, p.w_dtype):
-        return (f"the tensor cores need x and weight both bfloat16 or both float16, or bfloat16 x with float32 "
-                f"weights; got {p.x_dtype} and {p.w_dtype}")
+        return (f"variant='mma' (tensor cores) needs x and weight both bfloat16 or both float16, or bfloat16 x "
+                f"with float32 weights; got {p.x_dtype} and {p.w_dtype}")
     if why := _sizes(p.hidden, p.experts, "weight"):
         return why
     if p.hidden > MAX_H:
         return f"H={p.hidden} is over {MAX_H}"
     if variant == "mma":
         if p.hidden > mma_max_h(p.w_dtype):
-            return (f"the tensor cores take H up to {mma_max_h(p.w_dtype)} with {p.w_dtype} weights (a CTA's "
+            return (f"variant='mma' takes H up to {mma_max_h(p.w_dtype)} with {p.w_dtype} weights (a CTA's "
                     f"share of H must fit in shared memory); got H={p.hidden}")
     elif variant not in (None, "dot"):
         return f"variant must be 'dot', 'mma' or None; got {variant!r}"
